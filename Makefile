@@ -1,0 +1,51 @@
+# The README's commands. `make dev` is idempotent: a second run only checks pyproject.toml's age.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# llama-cpp-python compiles llama.cpp (about 8 minutes on 2 cores): build its wheel once, keep it.
+LLAMA_CPP_VERSION := 0.3.36
+WHEELS ?= $(HOME)/.cache/modelrunner/wheels
+
+.PHONY: dev run up down test test-fast lint bench cluster cluster-down clean
+
+dev: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+		{ echo "building llama-cpp-python $(LLAMA_CPP_VERSION) (first time only, ~8 min)"; \
+		  $(PIP) wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); }
+	$(PIP) install -q --find-links $(WHEELS) -e '.[dev]'
+	@touch $@
+
+run: dev
+	$(VENV)/bin/modelrunner serve --default-model
+
+test: dev
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+test-fast: dev
+	$(PY) -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+
+lint: dev
+	$(VENV)/bin/ruff check runner operator tests bench
+	$(VENV)/bin/ruff format --check runner operator tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: dev
+	$(PY) -m bench
+
+cluster:
+	hack/cluster.sh up
+
+cluster-down:
+	hack/cluster.sh down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,81 @@
+"""Helpers every dialect shares: the services container, JSON body parsing, error routes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ValidationError
+
+from modelrunner.core.models import ModelService
+from modelrunner.errors import InvalidRequest, ModelRunnerError
+from modelrunner.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+ErrorRenderer = Callable[[int, str], Response]
+
+
+@dataclass
+class Services:
+    """Everything a route needs, created once per app (no module globals)."""
+
+    settings: Settings
+    models: ModelService
+    extra: dict[str, Any]
+
+
+def services(request: Request) -> Services:
+    value: Services = request.app.state.services
+    return value
+
+
+async def read_json(request: Request, *, required: bool = True) -> Any:
+    """Parse the body as JSON whatever the Content-Type says (Ollama does the same)."""
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise InvalidRequest("missing request body")
+        return {}
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid JSON: {exc}") from None
+
+
+async def read_model(request: Request, model: type[M], *, required: bool = True) -> M:
+    data = await read_json(request, required=required)
+    if not isinstance(data, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(describe_validation(exc)) from None
+
+
+def describe_validation(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"invalid value for {where}: {first['msg']}"
+
+
+def error_route(render: ErrorRenderer) -> type[APIRoute]:
+    """An APIRoute class that renders core errors with ``render(status, message)``."""
+
+    class DialectRoute(APIRoute):
+        def get_route_handler(self) -> Handler:
+            handler = super().get_route_handler()
+
+            async def guarded(request: Request) -> Response:
+                try:
+                    return await handler(request)
+                except ModelRunnerError as exc:
+                    return render(exc.status, exc.message)
+
+            return guarded
+
+    return DialectRoute

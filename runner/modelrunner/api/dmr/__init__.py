@@ -1,0 +1,1 @@
+"""The Docker Model Runner dialect (``/models/*``, ``/engines/*``)."""

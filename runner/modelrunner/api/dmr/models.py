@@ -1,0 +1,114 @@
+"""DMR model management: list, inspect, delete (untag versus delete), tag, disk usage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from modelrunner.api.common import services
+from modelrunner.api.dmr.wire import DMRRoute
+from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
+from modelrunner.names import Dialect
+from modelrunner.store.records import ModelRecord
+
+router = APIRouter(route_class=DMRRoute)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.2f} {unit}" if unit != "B" else f"{size} B"
+        value /= 1024
+    return f"{size} B"
+
+
+def model_object(record: ModelRecord, tags: list[str]) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "format": "gguf",
+        "quantization": record.quantization_level,
+        "parameters": record.parameter_size,
+        "architecture": record.family,
+        "size": human_size(sum(p.stat().st_size for p in record.model_files if p.exists())),
+    }
+    if record.gguf is not None:
+        config["gguf"] = {
+            key: str(value)
+            for key, value in record.gguf.kv.items()
+            if isinstance(value, str | int | float | bool) and key != "tokenizer.chat_template"
+        }
+    context = record.docker_config.get("context_size") or record.context_length
+    if context:
+        config["context_size"] = context
+    return {
+        "id": record.manifest.digest,
+        "tags": tags,
+        "created": int(record.created.timestamp()),
+        "config": config,
+    }
+
+
+async def _object(request: Request, record: ModelRecord) -> dict[str, Any]:
+    tags = [n.display(Dialect.DMR) for n in services(request).models.tags_of(record)]
+    return model_object(record, tags)
+
+
+async def _record(request: Request, name: str) -> ModelRecord:
+    try:
+        return await services(request).models.get(name, Dialect.DMR)
+    except (ModelNotFound, InvalidName):
+        raise NotFound("Model not found") from None
+
+
+@router.get("/models")
+async def list_models(request: Request) -> list[dict[str, Any]]:
+    models = services(request).models
+    seen: dict[str, dict[str, Any]] = {}
+    for record in await models.list():
+        if record.manifest.digest not in seen:
+            seen[record.manifest.digest] = await _object(request, record)
+    return list(seen.values())
+
+
+@router.get("/models/{name:path}")
+async def get_model(name: str, request: Request) -> dict[str, Any]:
+    return await _object(request, await _record(request, name))
+
+
+@router.delete("/models/{name:path}")
+async def delete_model(name: str, request: Request) -> Response:
+    raw = request.query_params.get("force")
+    force = raw is not None and raw.lower() not in ("0", "false", "no")
+    try:
+        removed, deleted = await services(request).models.remove_dmr(name, force)
+    except (ModelNotFound, InvalidName):
+        raise NotFound("Model not found") from None
+    body: list[dict[str, str]] = [{"Untagged": n.display(Dialect.DMR)} for n in removed]
+    if deleted:
+        body.append({"Deleted": deleted})
+    return JSONResponse(body)
+
+
+@router.post("/models/{name:path}/tag")
+async def tag_model(name: str, request: Request) -> Response:
+    repo = request.query_params.get("repo")
+    tag = request.query_params.get("tag")
+    if not repo or not tag:
+        raise InvalidRequest("Missing repo or tag query parameter")
+    await _record(request, name)
+    target = f"{repo}:{tag}"
+    try:
+        created = await services(request).models.tag(name, target, Dialect.DMR)
+    except InvalidName:
+        raise InvalidRequest("Invalid model reference") from None
+    return JSONResponse(
+        {"message": f"Model tagged successfully with {target}", "target": created.display(Dialect.DMR)},
+        status_code=201,
+    )
+
+
+@router.get("/engines/df")
+async def disk_usage(request: Request) -> dict[str, int]:
+    return {"models_disk_usage": services(request).models.disk_usage(), "default_backend_disk_usage": 0}

@@ -1,0 +1,220 @@
+"""Ollama model management: tags, show, copy, delete, blobs, create."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from modelrunner import __version__
+from modelrunner.api.common import read_model, services
+from modelrunner.api.ollama.schemas import CopyRequest, CreateRequest, ModelRef, ShowRequest
+from modelrunner.api.ollama.wire import OllamaRoute, ndjson_lines, timestamp
+from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
+from modelrunner.names import Dialect, parse
+from modelrunner.options import check_options, merge_parameters
+from modelrunner.store.create import CreateSpec
+from modelrunner.store.modelfile import (
+    RenderInput,
+    parse_modelfile,
+    render_modelfile,
+    render_parameters,
+)
+from modelrunner.store.records import ModelRecord
+
+# The Ollama release whose API this server follows; clients gate features on it.
+OLLAMA_COMPAT_VERSION = "0.13.0"
+DEFAULT_TEMPLATE = "{{ .Prompt }}"
+
+router = APIRouter(route_class=OllamaRoute)
+
+
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+async def root() -> Response:
+    return PlainTextResponse("Ollama is running")
+
+
+@router.api_route("/api/version", methods=["GET", "HEAD"])
+async def version() -> dict[str, str]:
+    return {"version": OLLAMA_COMPAT_VERSION, "modelrunner": __version__}
+
+
+def tag_entry(record: ModelRecord) -> dict[str, Any]:
+    name = record.display(Dialect.OLLAMA)
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": timestamp(record.modified_at),
+        "size": record.size,
+        "digest": record.digest,
+        "details": record.details(),
+    }
+
+
+@router.api_route("/api/tags", methods=["GET", "HEAD"])
+async def tags(request: Request) -> dict[str, Any]:
+    records = await services(request).models.list()
+    return {"models": [tag_entry(r) for r in records]}
+
+
+@router.post("/api/show")
+async def show(request: Request) -> dict[str, Any]:
+    body = await read_model(request, ShowRequest)
+    if not body.ref:
+        raise InvalidRequest("model is required")
+    models = services(request).models
+    try:
+        record = await models.get(body.ref, Dialect.OLLAMA)
+    except InvalidName:
+        raise ModelNotFound(body.ref) from None
+    if body.system is not None:
+        record.system = body.system
+    if body.template is not None:
+        record.template = body.template
+    if body.options:
+        record.parameters = merge_parameters(record.parameters, check_options(body.options))
+    info = await models.gguf_verbose(record) if body.verbose else record.gguf
+    out: dict[str, Any] = {
+        "modelfile": render_modelfile(_render_input(record)),
+        "parameters": render_parameters(record.parameters),
+        "template": record.template or DEFAULT_TEMPLATE,
+        "system": record.system,
+        "license": "\n".join(record.license) or None,
+        "details": record.details(),
+        "messages": record.messages or None,
+        "model_info": info.model_info(verbose=body.verbose) if info else {},
+        "capabilities": record.capabilities(),
+        "modified_at": timestamp(record.modified_at),
+    }
+    if body.verbose and info is not None:
+        out["tensors"] = [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in info.tensors]
+    if record.requires:
+        out["requires"] = record.requires
+    return {k: v for k, v in out.items() if v not in (None, "")}
+
+
+def _render_input(record: ModelRecord) -> RenderInput:
+    return RenderInput(
+        short_name=record.display(Dialect.OLLAMA),
+        model_paths=[str(p) for p in record.model_files],
+        adapters=[str(p) for p in record.adapters],
+        projectors=[str(p) for p in record.projectors],
+        template=record.template,
+        system=record.system,
+        parameters=record.parameters,
+        license=record.license,
+        messages=record.messages,
+        requires=record.requires,
+    )
+
+
+@router.post("/api/copy")
+async def copy(request: Request) -> Response:
+    body = await read_model(request, CopyRequest)
+    models = services(request).models
+    for field, value in (("source", body.source), ("destination", body.destination)):
+        try:
+            parse(value, Dialect.OLLAMA)
+        except InvalidName:
+            raise InvalidRequest(f'{field} "{value}" is invalid') from None
+    try:
+        await models.copy(body.source, body.destination)
+    except ModelNotFound:
+        raise NotFound(f'model "{body.source}" not found') from None
+    return Response(status_code=200)
+
+
+@router.delete("/api/delete")
+async def delete(request: Request) -> Response:
+    body = await read_model(request, ModelRef)
+    if not body.ref:
+        raise InvalidRequest("model is required")
+    try:
+        await services(request).models.delete(body.ref, Dialect.OLLAMA)
+    except InvalidName:
+        raise ModelNotFound(body.ref) from None
+    return Response(status_code=200)
+
+
+@router.head("/api/blobs/{digest}")
+async def blob_head(digest: str, request: Request) -> Response:
+    if not services(request).models.blob_exists(digest):
+        return Response(status_code=404)
+    return Response(status_code=200)
+
+
+@router.post("/api/blobs/{digest}")
+async def blob_upload(digest: str, request: Request) -> Response:
+    created = await services(request).models.upload_blob(digest, _body_chunks(request))
+    return Response(status_code=201 if created else 200)
+
+
+async def _body_chunks(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+@router.post("/api/create")
+async def create(request: Request) -> Response:
+    body = await read_model(request, CreateRequest)
+    if not body.ref:
+        raise InvalidRequest("model is required")
+    try:
+        parse(body.ref, Dialect.OLLAMA)
+    except InvalidName:
+        raise InvalidRequest("invalid model name") from None
+    spec = _spec(body)
+    statuses: list[str] = []
+    await services(request).models.create(body.ref, spec, statuses.append)
+    if not body.stream:
+        return JSONResponse({"status": "success"})
+    return ndjson_lines({"status": s} for s in statuses)
+
+
+def _spec(body: CreateRequest) -> CreateSpec:
+    if body.modelfile is not None and not (body.from_ or body.files):
+        return _legacy_spec(body.modelfile)
+    if body.quantize:
+        raise InvalidRequest("quantization is not supported by this server")
+    license_ = [body.license] if isinstance(body.license, str) else body.license
+    return CreateSpec(
+        from_=body.from_,
+        files=body.files or {},
+        adapters=body.adapters or {},
+        template=body.template,
+        system=body.system,
+        parameters=check_options(body.parameters) if body.parameters is not None else None,
+        messages=body.messages,
+        license=license_,
+        requires=body.requires,
+    )
+
+
+def _legacy_spec(text: str) -> CreateSpec:
+    modelfile = parse_modelfile(text)
+    source = modelfile.from_ or ""
+    files: dict[str, str] = {}
+    from_: str | None = source
+    if source.startswith("@"):
+        files, from_ = {"model.gguf": source[1:]}, None
+    elif source.startswith(("sha256:", "sha256-")):
+        files, from_ = {"model.gguf": source}, None
+    return CreateSpec(
+        from_=from_,
+        files=files,
+        template=modelfile.template,
+        system=modelfile.system,
+        parameters=modelfile.parameters or None,
+        messages=modelfile.messages or None,
+        license=modelfile.license or None,
+        requires=modelfile.requires,
+    )
+
+
+@router.get("/api/ps")
+async def ps(request: Request) -> dict[str, Any]:
+    listing = services(request).extra.get("ps")
+    return {"models": await listing() if listing else []}

@@ -1,0 +1,83 @@
+"""The FastAPI application factory: one app, one store, every dialect."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from modelrunner import __version__
+from modelrunner.api.common import Services
+from modelrunner.api.dmr import models as dmr_models
+from modelrunner.api.ollama import models as ollama_models
+from modelrunner.core.models import ModelService
+from modelrunner.settings import Settings
+from modelrunner.store.models import ModelStore
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Docker Desktop's socket proxy adds this prefix to every DMR path.
+_DMR_PREFIX = re.compile(r"^/exp/vDD4\.40(?=/|$)")
+_LOCAL_ORIGINS = r"^(https?://(localhost|127\.0\.0\.1|0\.0\.0\.0|\[::1\])(:\d+)?|app://.*|file://.*|tauri://.*|vscode-webview://.*)$"
+
+
+class PathNormalizer:
+    """Strip the Docker Desktop prefix and clean ``//`` runs, as DMR's router does."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = _DMR_PREFIX.sub("", scope["path"]) or "/"
+            if "//" in path:
+                path = posixpath.normpath(path) + ("/" if path.endswith("/") else "")
+            if path != scope["path"]:
+                scope = dict(scope, path=path, raw_path=path.encode())
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, extra: dict[str, Any] | None = None) -> FastAPI:
+    settings = settings or Settings()
+    store = ModelStore(settings.models)
+    svc = Services(settings=settings, models=ModelService(store), extra=dict(extra or {}))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.prune:
+            store.prune()
+        yield
+
+    app = FastAPI(title="modelrunner", version=__version__, lifespan=lifespan)
+    app.state.services = svc
+    app.include_router(ollama_models.router)
+    app.include_router(dmr_models.router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = "404 page not found" if exc.status_code == 404 else str(exc.detail)
+        if request.url.path.startswith(("/v1/", "/engines/")):
+            kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+            body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+            return JSONResponse(body, status_code=exc.status_code)
+        return PlainTextResponse(message, status_code=exc.status_code)
+
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.origins,
+        allow_origin_regex=_LOCAL_ORIGINS,
+        allow_methods=["*"],
+        allow_headers=["*"],
+    )
+    app.add_middleware(PathNormalizer)  # type: ignore[arg-type]
+    return app

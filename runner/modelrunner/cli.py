@@ -1,0 +1,189 @@
+"""``modelrunner``: serve the API, and manage models through a running server like ``ollama``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from modelrunner.settings import Settings, parse_listen
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+
+
+def _server_url() -> str:
+    host = os.environ.get("MODEL_RUNNER_HOST", DEFAULT_HOST)
+    return host if "://" in host else f"http://{host}"
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from modelrunner.app import create_app
+    from modelrunner.core.defaults import ensure_default_model
+    from modelrunner.store.models import ModelStore
+
+    overrides: dict[str, Any] = {}
+    if args.listen:
+        overrides["listen"] = args.listen
+    if args.models:
+        overrides["models"] = Path(args.models)
+    settings = Settings(**overrides)
+    if args.default_model:
+        if ensure_default_model(ModelStore(settings.models)):
+            print("imported the default model gemma3:270m", flush=True)
+    sockets = []
+    for address in settings.listen:
+        host, port = parse_listen(address)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sockets.append(sock)
+    config = uvicorn.Config(
+        create_app(settings), log_level=settings.log_level, timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
+    print("modelrunner listening on " + ", ".join(settings.listen), flush=True)
+    asyncio.run(server.serve(sockets=sockets))
+    return 0
+
+
+def _request(method: str, path: str, body: Any = None) -> httpx.Response:
+    with httpx.Client(base_url=_server_url(), timeout=None) as client:
+        response = client.request(method, path, json=body)
+    if response.status_code >= 400:
+        try:
+            message = response.json().get("error", response.text)
+        except ValueError:
+            message = response.text
+        raise SystemExit(f"Error: {message}")
+    return response
+
+
+def list_models(_: argparse.Namespace) -> int:
+    models = _request("GET", "/api/tags").json()["models"]
+    print(f"{'NAME':<40} {'ID':<14} {'SIZE':>10}  MODIFIED")
+    for m in models:
+        size = f"{m['size'] / 1e6:.0f} MB"
+        print(f"{m['name']:<40} {m['digest'][:12]:<14} {size:>10}  {m['modified_at'][:19]}")
+    return 0
+
+
+def show(args: argparse.Namespace) -> int:
+    info = _request("POST", "/api/show", {"model": args.model}).json()
+    if args.modelfile:
+        print(info.get("modelfile", ""), end="")
+    else:
+        print(json.dumps({k: info[k] for k in ("details", "capabilities") if k in info}, indent=2))
+    return 0
+
+
+def copy(args: argparse.Namespace) -> int:
+    _request("POST", "/api/copy", {"source": args.source, "destination": args.destination})
+    print(f"copied '{args.source}' to '{args.destination}'")
+    return 0
+
+
+def remove(args: argparse.Namespace) -> int:
+    for model in args.models:
+        _request("DELETE", "/api/delete", {"model": model})
+        print(f"deleted '{model}'")
+    return 0
+
+
+def create(args: argparse.Namespace) -> int:
+    from modelrunner.store.modelfile import parse_modelfile
+
+    modelfile_path = Path(args.file)
+    parsed = parse_modelfile(modelfile_path.read_text())
+    body: dict[str, Any] = {"model": args.name}
+    source = parsed.from_ or ""
+    local = (modelfile_path.parent / source).expanduser()
+    if local.is_file():
+        body["files"] = {local.name: _upload(local)}
+    else:
+        body["from"] = source
+    for key in ("template", "system", "requires"):
+        value = getattr(parsed, key)
+        if value is not None:
+            body[key] = value
+    if parsed.parameters:
+        body["parameters"] = parsed.parameters
+    if parsed.messages:
+        body["messages"] = parsed.messages
+    if parsed.license:
+        body["license"] = parsed.license
+    for line in _request("POST", "/api/create", body | {"stream": True}).text.splitlines():
+        print(json.loads(line).get("status", ""))
+    return 0
+
+
+def _upload(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    ref = "sha256:" + digest.hexdigest()
+    with httpx.Client(base_url=_server_url(), timeout=None) as client:
+        if client.head(f"/api/blobs/{ref}").status_code != 200:
+            with path.open("rb") as handle:
+                response = client.post(f"/api/blobs/{ref}", content=handle)
+            if response.status_code >= 400:
+                raise SystemExit(f"Error: {response.text}")
+    return ref
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelrunner", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the server (Ollama, DMR and OpenAI APIs)")
+    p.add_argument("--listen", action="append", metavar="HOST:PORT",
+                   help="address to listen on; repeatable (env MODEL_RUNNER_LISTEN)")
+    p.add_argument("--models", metavar="DIR", help="model store root (env MODEL_RUNNER_MODELS)")
+    p.add_argument("--default-model", action="store_true",
+                   help="import Gemma 3 270M as gemma3:270m first if it is missing")
+    p.set_defaults(func=serve)
+
+    p = sub.add_parser("list", aliases=["ls"], help="list models")
+    p.set_defaults(func=list_models)
+    p = sub.add_parser("show", help="show a model")
+    p.add_argument("model")
+    p.add_argument("--modelfile", action="store_true", help="print the Modelfile")
+    p.set_defaults(func=show)
+    p = sub.add_parser("create", help="create a model from a Modelfile")
+    p.add_argument("name")
+    p.add_argument("-f", "--file", default="Modelfile")
+    p.set_defaults(func=create)
+    p = sub.add_parser("cp", help="copy a model")
+    p.add_argument("source")
+    p.add_argument("destination")
+    p.set_defaults(func=copy)
+    p = sub.add_parser("rm", help="remove models")
+    p.add_argument("models", nargs="+")
+    p.set_defaults(func=remove)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except httpx.ConnectError:
+        print(f"Error: could not connect to a running modelrunner at {_server_url()}", file=sys.stderr)
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Runner settings: one pydantic-settings class, every field documented, env prefix MODEL_RUNNER_."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_models_dir() -> Path:
+    return Path.home() / ".modelrunner" / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODEL_RUNNER_", env_nested_delimiter="__")
+
+    models: Path = Field(
+        default_factory=_default_models_dir,
+        description="Root of the model store (manifests/ and blobs/, Ollama's layout).",
+    )
+    listen: Annotated[list[str], NoDecode] = Field(
+        default=["127.0.0.1:11434", "127.0.0.1:12434"],
+        description="HOST:PORT addresses to serve on; Ollama's port and DMR's port by default. "
+        "As an environment variable: a comma-separated list.",
+    )
+    keep_alive: str = Field(
+        default="5m",
+        description="How long a model stays loaded after its last request (Go duration or "
+        "seconds; negative keeps it loaded forever, 0 unloads at once).",
+    )
+    max_loaded_models: int = Field(
+        default=3, ge=1, description="Models kept in memory at once; the least recently used "
+        "idle one is unloaded to make room."
+    )
+    max_queue: int = Field(
+        default=512, ge=1, description="Requests waiting per model before new ones get 503."
+    )
+    num_parallel: int = Field(
+        default=1, ge=1, description="Requests one loaded model serves at the same time (slots)."
+    )
+    context_size: int = Field(
+        default=4096, ge=0, description="Default context length (num_ctx) when neither the "
+        "request nor the Modelfile sets one; 0 uses the model's trained length."
+    )
+    num_gpu: int = Field(
+        default=-1, description="Layers to offload to the GPU; -1 offloads all when a GPU "
+        "is available, 0 keeps everything on the CPU."
+    )
+    num_thread: int = Field(
+        default=0, ge=0, description="CPU threads for inference; 0 lets llama.cpp choose."
+    )
+    origins: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Extra CORS origins allowed besides localhost."
+    )
+    prune: bool = Field(
+        default=True, description="Remove unreferenced blobs older than an hour at startup."
+    )
+    insecure_registries: Annotated[list[str], NoDecode] = Field(
+        default=[], description="Registry hosts that may be reached over plain http."
+    )
+    docker_config: Path | None = Field(
+        default=None, description="Docker config.json with registry credentials "
+        "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)."
+    )
+    log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
+
+    @field_validator("listen", "origins", "insecure_registries", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+
+def parse_listen(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address must be HOST:PORT, got {address!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)

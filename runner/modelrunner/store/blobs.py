@@ -1,0 +1,111 @@
+"""Blobs: immutable files named by the sha256 of their content."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from modelrunner.errors import BlobNotFound, DigestMismatch
+from modelrunner.store.atomic import publish, storage_errors, temp_file
+from modelrunner.store.digest import blob_filename, parse_digest
+
+CHUNK = 1 << 20
+
+
+class BlobWriter:
+    """Streams bytes into a temporary file; :meth:`commit` verifies the digest and publishes."""
+
+    def __init__(self, store: BlobStore, handle: BinaryIO, tmp: Path, expected: str | None) -> None:
+        self._store = store
+        self._handle = handle
+        self._tmp = tmp
+        self._expected = expected
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        with storage_errors():
+            self._handle.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def commit(self) -> str:
+        digest = "sha256:" + self._hash.hexdigest()
+        if self._expected is not None and digest != self._expected:
+            raise DigestMismatch(f'digest mismatch, expected "{self._expected}", got "{digest}"')
+        with storage_errors():
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+        publish(self._tmp, self._store.path(digest))
+        return digest
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root / "blobs"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        return self.root / blob_filename(digest)
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError:
+            raise BlobNotFound(parse_digest(digest)) from None
+
+    def read(self, digest: str) -> bytes:
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            raise BlobNotFound(parse_digest(digest)) from None
+
+    @contextlib.contextmanager
+    def writer(self, expected: str | None = None) -> Iterator[BlobWriter]:
+        """Write a new blob; nothing is published unless ``commit`` succeeds."""
+        want = parse_digest(expected) if expected is not None else None
+        with temp_file(self.root, prefix=".upload-") as (handle, tmp):
+            yield BlobWriter(self, handle, tmp, want)
+
+    def put(self, data: bytes) -> str:
+        with self.writer() as writer:
+            writer.write(data)
+            return writer.commit()
+
+    def put_chunks(self, chunks: Iterable[bytes], expected: str | None = None) -> str:
+        with self.writer(expected) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit()
+
+    def import_file(self, source: Path, expected: str | None = None) -> str:
+        """Copy a file into the store (used to seed the default model and by the CLI)."""
+        with source.open("rb") as handle:
+            return self.put_chunks(iter(lambda: handle.read(CHUNK), b""), expected)
+
+    def verify(self, digest: str) -> bool:
+        h = hashlib.sha256()
+        with self.path(digest).open("rb") as handle:
+            for chunk in iter(lambda: handle.read(CHUNK), b""):
+                h.update(chunk)
+        return "sha256:" + h.hexdigest() == parse_digest(digest)
+
+    def delete(self, digest: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path(digest).unlink()
+
+    def digests(self) -> list[str]:
+        out = []
+        for entry in self.root.iterdir():
+            name = entry.name
+            if name.startswith("sha256-") and len(name) == 71 and entry.is_file():
+                out.append("sha256:" + name[7:])
+        return out

@@ -1,0 +1,187 @@
+"""Manifests: parsed views over the exact bytes a registry served, and their on-disk folder.
+
+Layout (Ollama's): ``manifests/<host>/<namespace>/<model>/<tag>``. Pulled manifests are kept byte
+for byte so that their digest (sha256 of the file) matches the registry's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from modelrunner.errors import InvalidRequest
+from modelrunner.names import ModelName, parse
+from modelrunner.store import media
+from modelrunner.store.atomic import write_atomic
+from modelrunner.store.digest import parse_digest
+
+
+@dataclass(frozen=True, slots=True)
+class Descriptor:
+    media_type: str
+    digest: str
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    from_: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        if self.from_:
+            out["from"] = self.from_
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any) -> Descriptor:
+        if not isinstance(data, dict):
+            raise InvalidRequest("invalid manifest: descriptor is not an object")
+        size = data.get("size")
+        media_type = data.get("mediaType")
+        if not isinstance(size, int) or size < 0 or not isinstance(media_type, str):
+            raise InvalidRequest("invalid manifest: descriptor needs mediaType and size")
+        annotations = data.get("annotations") or {}
+        from_ = data.get("from")
+        return cls(
+            media_type=media_type,
+            digest=parse_digest(str(data.get("digest", ""))),
+            size=size,
+            annotations={str(k): str(v) for k, v in annotations.items()},
+            from_=from_ if isinstance(from_, str) else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    raw: bytes
+    media_type: str
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.raw).hexdigest()
+
+    @property
+    def size(self) -> int:
+        """What Ollama reports as a model's size: every layer plus the config."""
+        return self.config.size + sum(layer.size for layer in self.layers)
+
+    def blobs(self) -> list[str]:
+        return [self.config.digest, *(layer.digest for layer in self.layers)]
+
+    def layers_of(self, *media_types: str) -> list[Descriptor]:
+        return [layer for layer in self.layers if layer.media_type in media_types]
+
+    @property
+    def is_docker_model(self) -> bool:
+        return self.config.media_type in media.DOCKER_CONFIGS
+
+    @classmethod
+    def parse(cls, raw: bytes) -> Manifest:
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"invalid manifest: {exc}") from None
+        if not isinstance(data, dict) or data.get("schemaVersion") != 2:
+            raise InvalidRequest("invalid manifest: schemaVersion 2 expected")
+        layers = data.get("layers")
+        if not isinstance(layers, list):
+            raise InvalidRequest("invalid manifest: no layers")
+        return cls(
+            raw=raw,
+            media_type=str(data.get("mediaType") or media.OCI_MANIFEST),
+            config=Descriptor.from_json(data.get("config")),
+            layers=tuple(Descriptor.from_json(layer) for layer in layers),
+        )
+
+    @classmethod
+    def build(
+        cls, config: Descriptor, layers: list[Descriptor], media_type: str = media.DOCKER_MANIFEST
+    ) -> Manifest:
+        body = {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": config.to_json(),
+            "layers": [layer.to_json() for layer in layers],
+        }
+        return cls.parse(json.dumps(body, separators=(",", ":")).encode())
+
+
+class ManifestStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root / "manifests"
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, name: ModelName) -> Path:
+        # Every part of a ModelName is validated against a grammar without "/" or "..".
+        return self.root / name.host / name.namespace / name.model / name.tag
+
+    def find(self, name: ModelName) -> ModelName | None:
+        """The stored spelling of ``name``, matching each part case-insensitively."""
+        if self.path(name).is_file():
+            return name
+        folder = self.root
+        found: list[str] = []
+        for part in (name.host, name.namespace, name.model, name.tag):
+            match = _match_entry(folder, part)
+            if match is None:
+                return None
+            found.append(match)
+            folder = folder / match
+        if not folder.is_file():
+            return None
+        return ModelName(*found)
+
+    def read(self, name: ModelName) -> tuple[Manifest, datetime]:
+        path = self.path(name)
+        raw = path.read_bytes()
+        mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+        return Manifest.parse(raw), mtime
+
+    def write(self, name: ModelName, manifest: Manifest) -> None:
+        write_atomic(self.path(name), manifest.raw)
+
+    def delete(self, name: ModelName) -> None:
+        path = self.path(name)
+        path.unlink()
+        self._prune(path.parent)
+
+    def _prune(self, folder: Path) -> None:
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    def names(self) -> list[ModelName]:
+        out: list[ModelName] = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            rel = Path(dirpath).relative_to(self.root).parts
+            if len(rel) != 3:
+                continue
+            for tag in files:
+                with contextlib.suppress(Exception):
+                    name = parse(f"{rel[0]}/{rel[1]}/{rel[2]}:{tag}")
+                    if (name.host, name.namespace, name.model, name.tag) == (*rel, tag):
+                        out.append(name)
+        return out
+
+
+def _match_entry(folder: Path, part: str) -> str | None:
+    try:
+        entries = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    lowered = part.lower()
+    for entry in entries:
+        if entry.lower() == lowered:
+            return entry
+    return None
