@@ -16,7 +16,9 @@ from starlette.middleware.cors import CORSMiddleware
 from modelrunner import __version__
 from modelrunner.api.common import Services
 from modelrunner.api.dmr import models as dmr_models
+from modelrunner.api.dmr import registry as dmr_registry
 from modelrunner.api.ollama import models as ollama_models
+from modelrunner.api.ollama import registry as ollama_registry
 from modelrunner.core.models import ModelService
 from modelrunner.settings import Settings
 from modelrunner.store.models import ModelStore
@@ -60,6 +62,9 @@ def create_app(settings: Settings | None = None, extra: dict[str, Any] | None = 
 
     app = FastAPI(title="modelrunner", version=__version__, lifespan=lifespan)
     app.state.services = svc
+    # Registry routers first: POST /models/create must win over /models/{name}/... patterns.
+    app.include_router(ollama_registry.router)
+    app.include_router(dmr_registry.router)
     app.include_router(ollama_models.router)
     app.include_router(dmr_models.router)
 

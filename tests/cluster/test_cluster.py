@@ -451,6 +451,7 @@ def test_second_cluster_lifecycle_leaves_nothing_behind(kube_cluster, tmp_path):
         "CLUSTER_KCM_PORT": str(kcm),
         "CLUSTER_SCHEDULER_PORT": str(scheduler),
     }
+    pids: dict[str, int] = {}
     try:
         started = time.monotonic()
         up = cluster_script("up", env=env, timeout=300)

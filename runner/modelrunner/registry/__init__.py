@@ -1,0 +1,1 @@
+"""OCI distribution client: pull and push models from and to any registry."""
