@@ -84,5 +84,5 @@ def create_app(settings: Settings | None = None, extra: dict[str, Any] | None = 
         allow_methods=["*"],
         allow_headers=["*"],
     )
-    app.add_middleware(PathNormalizer)  # type: ignore[arg-type]
+    app.add_middleware(PathNormalizer)
     return app

@@ -36,9 +36,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.models:
         overrides["models"] = Path(args.models)
     settings = Settings(**overrides)
-    if args.default_model:
-        if ensure_default_model(ModelStore(settings.models)):
-            print("imported the default model gemma3:270m", flush=True)
+    if args.default_model and ensure_default_model(ModelStore(settings.models)):
+        print("imported the default model gemma3:270m", flush=True)
     sockets = []
     for address in settings.listen:
         host, port = parse_listen(address)
@@ -148,11 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run the server (Ollama, DMR and OpenAI APIs)")
-    p.add_argument("--listen", action="append", metavar="HOST:PORT",
-                   help="address to listen on; repeatable (env MODEL_RUNNER_LISTEN)")
+    p.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="address to listen on; repeatable (env MODEL_RUNNER_LISTEN)",
+    )
     p.add_argument("--models", metavar="DIR", help="model store root (env MODEL_RUNNER_MODELS)")
-    p.add_argument("--default-model", action="store_true",
-                   help="import Gemma 3 270M as gemma3:270m first if it is missing")
+    p.add_argument(
+        "--default-model",
+        action="store_true",
+        help="import Gemma 3 270M as gemma3:270m first if it is missing",
+    )
     p.set_defaults(func=serve)
 
     p = sub.add_parser("list", aliases=["ls"], help="list models")
@@ -180,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result: int = args.func(args)
     except httpx.ConnectError:
-        print(f"Error: could not connect to a running modelrunner at {_server_url()}", file=sys.stderr)
+        print(
+            f"Error: could not connect to a running modelrunner at {_server_url()}", file=sys.stderr
+        )
         return 1
     return result
 

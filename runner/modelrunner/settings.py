@@ -31,8 +31,10 @@ class Settings(BaseSettings):
         "seconds; negative keeps it loaded forever, 0 unloads at once).",
     )
     max_loaded_models: int = Field(
-        default=3, ge=1, description="Models kept in memory at once; the least recently used "
-        "idle one is unloaded to make room."
+        default=3,
+        ge=1,
+        description="Models kept in memory at once; the least recently used "
+        "idle one is unloaded to make room.",
     )
     max_queue: int = Field(
         default=512, ge=1, description="Requests waiting per model before new ones get 503."
@@ -41,12 +43,15 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Requests one loaded model serves at the same time (slots)."
     )
     context_size: int = Field(
-        default=4096, ge=0, description="Default context length (num_ctx) when neither the "
-        "request nor the Modelfile sets one; 0 uses the model's trained length."
+        default=4096,
+        ge=0,
+        description="Default context length (num_ctx) when neither the "
+        "request nor the Modelfile sets one; 0 uses the model's trained length.",
     )
     num_gpu: int = Field(
-        default=-1, description="Layers to offload to the GPU; -1 offloads all when a GPU "
-        "is available, 0 keeps everything on the CPU."
+        default=-1,
+        description="Layers to offload to the GPU; -1 offloads all when a GPU "
+        "is available, 0 keeps everything on the CPU.",
     )
     num_thread: int = Field(
         default=0, ge=0, description="CPU threads for inference; 0 lets llama.cpp choose."
@@ -61,8 +66,9 @@ class Settings(BaseSettings):
         default=[], description="Registry hosts that may be reached over plain http."
     )
     docker_config: Path | None = Field(
-        default=None, description="Docker config.json with registry credentials "
-        "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json)."
+        default=None,
+        description="Docker config.json with registry credentials "
+        "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
     )
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
 

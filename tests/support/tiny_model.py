@@ -30,8 +30,9 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def write_tiny_gguf(path: Path, seed: int = 0, chat_template: str | None = None,
-                    embedding: bool = False) -> Path:
+def write_tiny_gguf(
+    path: Path, seed: int = 0, chat_template: str | None = None, embedding: bool = False
+) -> Path:
     rng = np.random.default_rng(seed)
     tokens, scores, types = _vocab()
     n_vocab = len(tokens)

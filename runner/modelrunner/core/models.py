@@ -22,8 +22,8 @@ class ModelService:
         self.store = store
         self._check_template = check_template
 
-    async def list(self) -> list[ModelRecord]:
-        return await anyio.to_thread.run_sync(self.store.list)
+    async def list_models(self) -> list[ModelRecord]:
+        return await anyio.to_thread.run_sync(self.store.records)
 
     async def get(self, ref: str, dialect: Dialect = Dialect.OLLAMA) -> ModelRecord:
         return await anyio.to_thread.run_sync(self.store.get, ref, dialect)

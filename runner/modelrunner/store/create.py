@@ -26,7 +26,7 @@ Progress = Callable[[str], None]
 
 # Layers a create request replaces when it sets the matching field.
 _REPLACED_BY = {
-    "template": media.TEMPLATE_LAYERS + (media.DOCKER_CHAT_TEMPLATE,),
+    "template": (*media.TEMPLATE_LAYERS, media.DOCKER_CHAT_TEMPLATE),
     "system": (media.OLLAMA_SYSTEM,),
     "parameters": (media.OLLAMA_PARAMS,),
     "messages": (media.OLLAMA_MESSAGES,),
@@ -83,7 +83,9 @@ def create_model(
         if spec.license is not None:
             layers = [x for x in layers if x.media_type not in media.LICENSE_LAYERS]
             for text in spec.license:
-                layers.append(_small_layer(store, media.OLLAMA_LICENSE, text.encode(), progress, pin))
+                layers.append(
+                    _small_layer(store, media.OLLAMA_LICENSE, text.encode(), progress, pin)
+                )
         config = _config(store, layers, base_config, parent, spec.requires)
         config_desc = _small_layer(store, media.OLLAMA_CONFIG, config, lambda _: None, pin)
         manifest = Manifest.build(config_desc, layers)

@@ -113,9 +113,9 @@ class GGUFInfo:
         for key, value in self.kv.items():
             if key in ("general.name", "tokenizer.chat_template"):
                 continue
-            if isinstance(value, ArrayInfo):
-                value = []
-            elif isinstance(value, list) and len(value) > SHORT_ARRAY and not verbose:
+            if isinstance(value, ArrayInfo) or (
+                isinstance(value, list) and len(value) > SHORT_ARRAY and not verbose
+            ):
                 value = []
             out[key] = value
         out.setdefault("general.parameter_count", self.parameter_count)

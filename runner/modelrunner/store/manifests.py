@@ -31,7 +31,11 @@ class Descriptor:
     from_: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
         if self.annotations:
             out["annotations"] = dict(self.annotations)
         if self.from_:

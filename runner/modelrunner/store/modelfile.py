@@ -175,7 +175,9 @@ def render_modelfile(model: RenderInput) -> str:
         values = value if isinstance(value, list) else [value]
         out += [f"PARAMETER {key} {quote(_plain(v))}" for v in values]
     out += [f"LICENSE {quote(text)}" for text in model.license]
-    out += [f"MESSAGE {m.get('role', '')} {quote(str(m.get('content', '')))}" for m in model.messages]
+    out += [
+        f"MESSAGE {m.get('role', '')} {quote(str(m.get('content', '')))}" for m in model.messages
+    ]
     if model.requires:
         out.append(f"REQUIRES {model.requires}")
     return "\n".join(out) + "\n"

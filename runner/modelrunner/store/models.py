@@ -81,7 +81,7 @@ class ModelStore:
     def get(self, ref: str, dialect: Dialect = Dialect.OLLAMA) -> ModelRecord:
         return self.load(self.resolve(ref, dialect))
 
-    def list(self) -> list[ModelRecord]:
+    def records(self) -> list[ModelRecord]:
         records = []
         for name in self.manifests.names():
             with contextlib.suppress(Exception):  # a broken manifest must not hide the others

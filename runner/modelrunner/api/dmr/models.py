@@ -66,7 +66,7 @@ async def _record(request: Request, name: str) -> ModelRecord:
 async def list_models(request: Request) -> list[dict[str, Any]]:
     models = services(request).models
     seen: dict[str, dict[str, Any]] = {}
-    for record in await models.list():
+    for record in await models.list_models():
         if record.manifest.digest not in seen:
             seen[record.manifest.digest] = await _object(request, record)
     return list(seen.values())
@@ -104,11 +104,17 @@ async def tag_model(name: str, request: Request) -> Response:
     except InvalidName:
         raise InvalidRequest("Invalid model reference") from None
     return JSONResponse(
-        {"message": f"Model tagged successfully with {target}", "target": created.display(Dialect.DMR)},
+        {
+            "message": f"Model tagged successfully with {target}",
+            "target": created.display(Dialect.DMR),
+        },
         status_code=201,
     )
 
 
 @router.get("/engines/df")
 async def disk_usage(request: Request) -> dict[str, int]:
-    return {"models_disk_usage": services(request).models.disk_usage(), "default_backend_disk_usage": 0}
+    return {
+        "models_disk_usage": services(request).models.disk_usage(),
+        "default_backend_disk_usage": 0,
+    }

@@ -55,7 +55,7 @@ def tag_entry(record: ModelRecord) -> dict[str, Any]:
 
 @router.api_route("/api/tags", methods=["GET", "HEAD"])
 async def tags(request: Request) -> dict[str, Any]:
-    records = await services(request).models.list()
+    records = await services(request).models.list_models()
     return {"models": [tag_entry(r) for r in records]}
 
 
@@ -89,7 +89,9 @@ async def show(request: Request) -> dict[str, Any]:
         "modified_at": timestamp(record.modified_at),
     }
     if body.verbose and info is not None:
-        out["tensors"] = [{"name": t.name, "type": t.type, "shape": list(t.shape)} for t in info.tensors]
+        out["tensors"] = [
+            {"name": t.name, "type": t.type, "shape": list(t.shape)} for t in info.tensors
+        ]
     if record.requires:
         out["requires"] = record.requires
     return {k: v for k, v in out.items() if v not in (None, "")}
