@@ -14,12 +14,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from modelrunner import __version__
+from modelrunner.api import system
 from modelrunner.api.common import Services
+from modelrunner.api.dmr import engines as dmr_engines
 from modelrunner.api.dmr import models as dmr_models
 from modelrunner.api.dmr import registry as dmr_registry
+from modelrunner.api.ollama import inference as ollama_inference
+from modelrunner.api.openai import routes as openai_routes
 from modelrunner.api.ollama import models as ollama_models
 from modelrunner.api.ollama import registry as ollama_registry
+from modelrunner.core.inference import EngineDefaults, InferenceService
 from modelrunner.core.models import ModelService
+from modelrunner.durations import parse_keep_alive
+from modelrunner.engine.base import Engine
+from modelrunner.engine.prompts import check_template
+from modelrunner.metrics import Metrics
+from modelrunner.scheduler import Scheduler
 from modelrunner.settings import Settings
 from modelrunner.store.models import ModelStore
 
@@ -49,16 +59,44 @@ class PathNormalizer:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, extra: dict[str, Any] | None = None) -> FastAPI:
+def default_engine(settings: Settings) -> Engine:
+    from modelrunner.engine.llama import LlamaEngine
+
+    return LlamaEngine()
+
+
+def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     settings = settings or Settings()
     store = ModelStore(settings.models)
-    svc = Services(settings=settings, models=ModelService(store), extra=dict(extra or {}))
+    scheduler = Scheduler(
+        engine or default_engine(settings),
+        max_loaded=settings.max_loaded_models,
+        max_queue=settings.max_queue,
+        default_keep_alive=parse_keep_alive(settings.keep_alive) or 0.0,
+    )
+    metrics = Metrics()
+    defaults = EngineDefaults(
+        context_size=settings.context_size,
+        num_gpu=settings.num_gpu,
+        num_thread=settings.num_thread,
+        parallel=settings.num_parallel,
+    )
+    inference = InferenceService(store, scheduler, metrics, defaults)
+    svc = Services(
+        settings=settings,
+        models=ModelService(store, check_template),
+        extra={"inference": inference, "metrics": metrics},
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.prune:
             store.prune()
-        yield
+        scheduler.start()
+        try:
+            yield
+        finally:
+            await scheduler.stop()
 
     app = FastAPI(title="modelrunner", version=__version__, lifespan=lifespan)
     app.state.services = svc
@@ -66,7 +104,11 @@ def create_app(settings: Settings | None = None, extra: dict[str, Any] | None = 
     app.include_router(ollama_registry.router)
     app.include_router(dmr_registry.router)
     app.include_router(ollama_models.router)
+    app.include_router(ollama_inference.router)
+    app.include_router(dmr_engines.router)
     app.include_router(dmr_models.router)
+    app.include_router(openai_routes.router)
+    app.include_router(system.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -142,6 +142,55 @@ def _upload(path: Path) -> str:
     return ref
 
 
+def pull(args: argparse.Namespace) -> int:
+    return _transfer("/api/pull", args.model, args.insecure)
+
+
+def push(args: argparse.Namespace) -> int:
+    return _transfer("/api/push", args.model, args.insecure)
+
+
+def _transfer(path: str, model: str, insecure: bool) -> int:
+    """Stream a pull or push from the server, printing Ollama's progress statuses."""
+    body = {"model": model, "insecure": insecure, "stream": True}
+    tty = sys.stdout.isatty()
+    shown: dict[str, int] = {}
+    with (
+        httpx.Client(base_url=_server_url(), timeout=None) as client,
+        client.stream("POST", path, json=body) as response,
+    ):
+        if response.status_code >= 400:
+            response.read()
+            try:
+                message = response.json().get("error", response.text)
+            except ValueError:
+                message = response.text
+            raise SystemExit(f"Error: {message}")
+        for line in response.iter_lines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            if "error" in item:
+                if tty:
+                    print()
+                raise SystemExit(f"Error: {item['error']}")
+            status, total = item.get("status", ""), item.get("total") or 0
+            if not total:
+                if tty and shown:
+                    print()
+                    shown.clear()
+                print(status, flush=True)
+                continue
+            percent = int(100 * (item.get("completed") or 0) / total)
+            if tty:
+                print(f"\r{status} {percent:3d}% of {total / 1e6:.1f} MB", end="", flush=True)
+                shown[status] = percent
+            elif status not in shown or (percent == 100 and shown[status] != 100):
+                print(f"{status} {percent}% of {total / 1e6:.1f} MB", flush=True)
+                shown[status] = percent
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelrunner", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,6 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     p.add_argument("destination")
     p.set_defaults(func=copy)
+    p = sub.add_parser("pull", help="pull a model from a registry")
+    p.add_argument("model")
+    p.add_argument("--insecure", action="store_true", help="allow plain http and unverified TLS")
+    p.set_defaults(func=pull)
+    p = sub.add_parser("push", help="push a model to a registry")
+    p.add_argument("model")
+    p.add_argument("--insecure", action="store_true", help="allow plain http and unverified TLS")
+    p.set_defaults(func=push)
     p = sub.add_parser("rm", help="remove models")
     p.add_argument("models", nargs="+")
     p.set_defaults(func=remove)

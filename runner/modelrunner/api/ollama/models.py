@@ -214,9 +214,3 @@ def _legacy_spec(text: str) -> CreateSpec:
         license=modelfile.license or None,
         requires=modelfile.requires,
     )
-
-
-@router.get("/api/ps")
-async def ps(request: Request) -> dict[str, Any]:
-    listing = services(request).extra.get("ps")
-    return {"models": await listing() if listing else []}

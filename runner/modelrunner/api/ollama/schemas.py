@@ -46,3 +46,54 @@ class CreateRequest(ModelRef):
     stream: bool = True
     modelfile: str | None = None  # removed from Ollama in v0.10; still accepted for old clients
     path: str | None = None
+
+
+class Message(OllamaRequest):
+    role: str
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+
+class InferenceBase(ModelRef):
+    format: Any = None
+    options: dict[str, Any] | None = None
+    stream: bool = True
+    keep_alive: float | int | str | None = None
+    think: bool | str | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    truncate: bool = True
+    shift: bool = True
+
+
+class GenerateRequest(InferenceBase):
+    prompt: str = ""
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    raw: bool = False
+    images: list[str] | None = None
+
+
+class ChatRequest(InferenceBase):
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[dict[str, Any]] | None = None
+
+
+class EmbedRequest(ModelRef):
+    input: Any = None
+    truncate: bool = True
+    dimensions: int | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: float | int | str | None = None
+
+
+class EmbeddingsRequest(ModelRef):
+    prompt: str = ""
+    options: dict[str, Any] | None = None
+    keep_alive: float | int | str | None = None

@@ -1,0 +1,7 @@
+"""OpenAI-compatible routes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,359 @@
+"""Inference for every dialect: resolve the model, build the prompt, schedule, stream chunks.
+
+``open`` does everything that can fail with a clear error (unknown model, unsupported feature,
+bad format, load failure) before the first byte is sent; the returned session then streams
+``Chunk`` objects until done, and releases the model when iteration ends or is abandoned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, fields
+from typing import Any
+
+import anyio
+
+from modelrunner.core.textstream import (
+    StopMatcher,
+    ThinkingSplitter,
+    ToolCallParser,
+    strip_thinking,
+)
+from modelrunner.core.types import Chunk, EmbedResult, InferenceRequest, Timings
+from modelrunner.engine.base import Generation, LoadOptions, Sampling, TokenOut
+from modelrunner.engine.grammar import grammar_for
+from modelrunner.engine.prompts import PromptSource, chat_prompt, generate_prompt
+from modelrunner.errors import InvalidRequest, Unsupported
+from modelrunner.metrics import Metrics
+from modelrunner.names import Dialect
+from modelrunner.options import DEFAULTS, check_options
+from modelrunner.scheduler import Lease, Scheduler
+from modelrunner.store.models import ModelStore
+from modelrunner.store.records import ModelRecord
+
+_SAMPLING_FIELDS = {f.name for f in fields(Sampling)}
+
+
+@dataclass
+class EngineDefaults:
+    context_size: int = 4096
+    num_gpu: int = -1
+    num_thread: int = 0
+    parallel: int = 1
+
+
+class InferenceService:
+    def __init__(
+        self, store: ModelStore, scheduler: Scheduler, metrics: Metrics, defaults: EngineDefaults
+    ) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.defaults = defaults
+        self.parallel_overrides: dict[str, int] = {}
+        self.context_overrides: dict[str, int] = {}
+
+    # -- resolving -----------------------------------------------------------------------------
+
+    async def record(self, ref: str, dialect: Dialect) -> ModelRecord:
+        return await anyio.to_thread.run_sync(self.store.get, ref, dialect)
+
+    def load_options(
+        self, record: ModelRecord, opts: dict[str, Any], embedding: bool
+    ) -> LoadOptions:
+        if not record.model_files:
+            raise InvalidRequest(f"model '{record.display()}' has no GGUF weights to load")
+        num_ctx = opts.get("num_ctx") or self.context_overrides.get(record.digest)
+        if not num_ctx:
+            num_ctx = self.defaults.context_size or record.context_length or 4096
+        if record.context_length and opts.get("num_ctx") is None:
+            num_ctx = min(num_ctx, record.context_length)
+        return LoadOptions(
+            model_path=record.model_files[0],
+            num_ctx=max(int(num_ctx), 4),
+            num_batch=int(opts.get("num_batch", DEFAULTS["num_batch"])),
+            num_gpu=int(opts.get("num_gpu", self.defaults.num_gpu)),
+            num_thread=int(opts.get("num_thread", self.defaults.num_thread)),
+            use_mmap=bool(opts.get("use_mmap", True)),
+            embedding=embedding,
+            parallel=1
+            if embedding
+            else self.parallel_overrides.get(record.digest, self.defaults.parallel),
+            projector=record.projectors[0] if record.projectors else None,
+        )
+
+    def _lease(self, record: ModelRecord, options: LoadOptions, keep_alive: float | None) -> Any:
+        return self.scheduler.use(
+            record.digest, record.display(), options, keep_alive,
+            details={"record": record},
+        )  # fmt: skip
+
+    # -- load / unload -------------------------------------------------------------------------
+
+    async def preload(self, ref: str, dialect: Dialect, keep_alive: float | None,
+                      options: dict[str, Any] | None = None, embedding: bool = False) -> tuple[ModelRecord, Timings]:  # fmt: skip
+        record = await self.record(ref, dialect)
+        opts = {**record.parameters, **check_options(options)}
+        started = time.perf_counter_ns()
+        async with self._lease(
+            record, self.load_options(record, opts, embedding), keep_alive
+        ) as lease:
+            load_ns = int(lease.load_seconds * 1e9)
+        return record, Timings(total_ns=time.perf_counter_ns() - started, load_ns=load_ns)
+
+    async def unload(self, ref: str, dialect: Dialect) -> ModelRecord:
+        record = await self.record(ref, dialect)
+        await self.scheduler.unload(record.digest)
+        return record
+
+    # -- generation ----------------------------------------------------------------------------
+
+    async def open(self, req: InferenceRequest) -> Session:
+        started = time.perf_counter_ns()
+        record = await self.record(req.model, req.dialect)
+        caps = record.capabilities()
+        name = record.display()
+        if "completion" not in caps:
+            raise Unsupported(f'"{name}" does not support generate')
+        if req.tools and "tools" not in caps:
+            raise Unsupported(f"{record.name} does not support tools")
+        if req.images and "vision" not in caps:
+            raise Unsupported(f'"{name}" does not support images')
+        if req.suffix and "insert" not in caps:
+            raise Unsupported(f'"{name}" does not support insert')
+        think = req.think
+        if think not in (None, False) and "thinking" not in caps:
+            raise Unsupported(f'"{name}" does not support thinking')
+        if think is None and "thinking" in caps:
+            think = True
+        if req.raw and (req.template or req.system or req.context):
+            raise InvalidRequest("raw mode does not support template, system, or context")
+        if not 0 <= req.top_logprobs <= 20:
+            raise InvalidRequest("top_logprobs must be between 0 and 20")
+        opts = {**record.parameters, **check_options(req.options)}
+        sampling = _sampling(opts, grammar_for(req.format), req)
+        load = self.load_options(record, opts, embedding=False)
+        stack = contextlib.AsyncExitStack()
+        try:
+            lease: Lease = await stack.enter_async_context(
+                self._lease(record, load, req.keep_alive)
+            )
+            model = lease.runner.model
+            text = self._prompt(record, req, think, model)
+            tokens = model.tokenize(text, add_bos=not _starts_with_bos(text, model))
+            if req.context and not req.is_chat:
+                tokens = list(req.context) + tokens
+            generation = model.generate(tokens, sampling)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self.metrics.requests.labels(name, req.api, "chat" if req.is_chat else "generate").inc()
+        return Session(self, req, record, lease, stack, generation, tokens, opts, think, started)
+
+    def _prompt(
+        self, record: ModelRecord, req: InferenceRequest, think: bool | str | None, model: Any
+    ) -> str:
+        if req.raw:
+            return req.prompt or ""
+        source = PromptSource(
+            template=record.template,
+            jinja=record.jinja_template or (record.gguf.chat_template if record.gguf else None),
+            system=record.system,
+            messages=record.messages,
+            bos_token=_special(model, "bos"),
+            eos_token=_special(model, "eos"),
+        )
+        if req.is_chat:
+            return chat_prompt(source, req.messages or [], req.tools, think)
+        return generate_prompt(
+            source, req.prompt or "", req.system, req.template, req.suffix, think
+        )
+
+    # -- embeddings ----------------------------------------------------------------------------
+
+    async def embed(
+        self, ref: str, inputs: list[str], *, dialect: Dialect = Dialect.OLLAMA,
+        truncate: bool = True, options: dict[str, Any] | None = None,
+        keep_alive: float | None = None, api: str = "ollama",
+    ) -> EmbedResult:  # fmt: skip
+        started = time.perf_counter_ns()
+        record = await self.record(ref, dialect)
+        opts = {**record.parameters, **check_options(options)}
+        load = self.load_options(record, opts, embedding=True)
+        async with self._lease(record, load, keep_alive) as lease:
+            eval_start = time.perf_counter_ns()
+            result = await lease.runner.model.embed(inputs, truncate=truncate) if inputs else None
+            eval_ns = time.perf_counter_ns() - eval_start
+        self.metrics.requests.labels(record.display(), api, "embed").inc()
+        vectors = result.vectors if result else []
+        count = result.prompt_tokens if result else 0
+        self.metrics.prompt_tokens.labels(record.display()).inc(count)
+        timings = Timings(
+            total_ns=time.perf_counter_ns() - started,
+            load_ns=int(lease.load_seconds * 1e9),
+            prompt_eval_count=count,
+            prompt_eval_ns=eval_ns,
+        )
+        return EmbedResult(vectors=vectors, prompt_tokens=count, timings=timings)
+
+
+def _special(model: Any, which: str) -> str:
+    llm = getattr(model, "llm", None)
+    if llm is None:
+        return ""
+    token = llm.token_bos() if which == "bos" else llm.token_eos()
+    return str(model.token_text(token)) if token >= 0 else ""
+
+
+def _starts_with_bos(text: str, model: Any) -> bool:
+    bos = _special(model, "bos")
+    return bool(bos) and text.startswith(bos)
+
+
+def _sampling(opts: dict[str, Any], grammar: str | None, req: InferenceRequest) -> Sampling:
+    merged = {**DEFAULTS, **opts}
+    values = {k: v for k, v in merged.items() if k in _SAMPLING_FIELDS}
+    return Sampling(
+        **values,
+        grammar=grammar,
+        logprobs=req.logprobs or req.top_logprobs > 0,
+        top_logprobs=req.top_logprobs,
+    )
+
+
+class Session:
+    """One running generation; iterate ``chunks()`` exactly once."""
+
+    def __init__(
+        self, service: InferenceService, req: InferenceRequest, record: ModelRecord, lease: Lease,
+        stack: contextlib.AsyncExitStack, generation: Generation, prompt: list[int],
+        opts: dict[str, Any], think: bool | str | None, started: int,
+    ) -> None:  # fmt: skip
+        self.service = service
+        self.req = req
+        self.record = record
+        self.lease = lease
+        self.stack = stack
+        self.generation = generation
+        self.prompt = prompt
+        self.started = started
+        self.stops = StopMatcher(list({*DEFAULTS["stop"], *opts.get("stop", [])}))
+        self.thinking = (
+            ThinkingSplitter(starts_inside=_opens_think(service, prompt, lease)) if think else None
+        )
+        names = [str((t.get("function") or {}).get("name", "")) for t in req.tools or []]
+        self.tools = ToolCallParser(names) if names else None
+        self.output: list[int] = []
+
+    def cancel(self) -> None:
+        self.generation.cancel()
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        name = self.record.display()
+        metrics = self.service.metrics
+        first_token_at = 0.0
+        try:
+            async for out in self.generation:
+                if not first_token_at:
+                    first_token_at = time.perf_counter()
+                    metrics.ttft.labels(name).observe((time.perf_counter_ns() - self.started) / 1e9)
+                self.output.append(out.token)
+                chunk = self._process(out.text)
+                if out.logprob is not None:
+                    chunk.logprobs = [_logprob_entry(out)]
+                if self.stops.stopped:
+                    self.generation.cancel()
+                if chunk.content or chunk.thinking or chunk.tool_calls or chunk.logprobs:
+                    yield chunk
+                if self.stops.stopped:
+                    break
+            tail = self._flush()
+            if tail.content or tail.thinking or tail.tool_calls:
+                yield tail
+            yield self._final()
+        finally:
+            self.generation.cancel()
+            await self.stack.aclose()
+
+    def _process(self, text: str) -> Chunk:
+        return self._filter(self.stops.feed(text))
+
+    def _filter(self, text: str, final: bool = False) -> Chunk:
+        chunk = Chunk()
+        content = text
+        if self.thinking is not None:
+            thinking, content = self.thinking.feed(text)
+            if final:
+                more_thinking, more_content = self.thinking.flush()
+                thinking, content = thinking + more_thinking, content + more_content
+            chunk.thinking = thinking
+        if self.tools is not None:
+            content, calls = self.tools.feed(content)
+            if final:
+                rest, more = self.tools.flush()
+                content, calls = content + rest, calls + more
+            chunk.tool_calls = calls
+        chunk.content = content
+        return chunk
+
+    def _flush(self) -> Chunk:
+        return self._filter(self.stops.flush(), final=True)
+
+    def _final(self) -> Chunk:
+        stats = self.generation.stats
+        reason = "length" if stats.done_reason == "length" else "stop"
+        name = self.record.display()
+        metrics = self.service.metrics
+        metrics.prompt_tokens.labels(name).inc(stats.prompt_tokens)
+        metrics.cached_tokens.labels(name).inc(stats.cached_tokens)
+        metrics.generated_tokens.labels(name).inc(stats.eval_count)
+        if stats.eval_count:
+            metrics.token_latency.labels(name).observe(stats.eval_ns / 1e9 / stats.eval_count)
+        timings = Timings(
+            total_ns=time.perf_counter_ns() - self.started,
+            load_ns=int(self.lease.load_seconds * 1e9),
+            prompt_eval_count=stats.prompt_tokens,
+            prompt_eval_ns=stats.prompt_eval_ns,
+            eval_count=stats.eval_count,
+            eval_ns=stats.eval_ns,
+            cached_tokens=stats.cached_tokens,
+        )
+        context = None if self.req.raw or self.req.is_chat else self.prompt + self.output
+        return Chunk(done=True, done_reason=reason, timings=timings, context=context)
+
+
+def _opens_think(service: InferenceService, prompt: list[int], lease: Lease) -> bool:
+    tail = lease.runner.model.detokenize(prompt[-4:]) if prompt else ""
+    return tail.rstrip().endswith("<think>")
+
+
+def _logprob_entry(out: TokenOut) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "token": out.text,
+        "logprob": out.logprob,
+        "bytes": list(out.text.encode()),
+    }
+    if out.top_logprobs:
+        entry["top_logprobs"] = [
+            {"token": text, "logprob": lp, "bytes": list(text.encode())}
+            for text, lp in out.top_logprobs
+        ]
+    return entry
+
+
+def normalize(vector: list[float]) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in vector))
+    return [v / norm for v in vector] if norm > 0 else vector
+
+
+def clean_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop earlier turns' reasoning from assistant messages (as Ollama does for thinkers)."""
+    return [
+        {**m, "content": strip_thinking(str(m.get("content", "")))}
+        if m.get("role") == "assistant"
+        else m
+        for m in messages
+    ]

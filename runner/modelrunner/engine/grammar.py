@@ -1,0 +1,23 @@
+"""Structured output: Ollama's ``format`` (``"json"`` or a JSON schema) as a llama.cpp grammar."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+from modelrunner.errors import InvalidRequest
+
+
+def grammar_for(format_: Any) -> str | None:
+    if format_ is None or format_ == "":
+        return None
+    if format_ == "json":
+        return str(JSON_GBNF)
+    if isinstance(format_, dict):
+        try:
+            return str(json_schema_to_gbnf(json.dumps(format_)))
+        except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
+            raise InvalidRequest(f"invalid JSON schema in format: {exc}") from None
+    raise InvalidRequest(f"invalid format: {json.dumps(format_)}")

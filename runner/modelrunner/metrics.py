@@ -1,0 +1,48 @@
+"""Prometheus metrics of one runner process (a registry per app: no module-level state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_TOKEN_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "modelrunner_requests", "Inference requests by model, API dialect and route kind.",
+            ["model", "api", "kind"], registry=r,
+        )  # fmt: skip
+        self.prompt_tokens = Counter(
+            "modelrunner_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r
+        )
+        self.cached_tokens = Counter(
+            "modelrunner_prompt_cached_tokens", "Prompt tokens served from the KV cache.",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.generated_tokens = Counter(
+            "modelrunner_generated_tokens", "Tokens generated.", ["model"], registry=r
+        )
+        self.ttft = Histogram(
+            "modelrunner_time_to_first_token_seconds", "Time from request to first token.",
+            ["model"], buckets=_TTFT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.token_latency = Histogram(
+            "modelrunner_time_per_output_token_seconds", "Average time per generated token.",
+            ["model"], buckets=_TOKEN_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.loaded_models = Gauge(
+            "modelrunner_loaded_models", "Models loaded in memory.", registry=r
+        )
+        self.queue_depth = Gauge(
+            "modelrunner_queue_depth", "Requests waiting for a slot.", ["model"], registry=r
+        )
+        self.active = Gauge(
+            "modelrunner_active_requests", "Requests being served.", ["model"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

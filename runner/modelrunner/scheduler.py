@@ -1,0 +1,222 @@
+"""Which models are loaded, for how long, and who may use them.
+
+- A *runner* is a model loaded with given options (context size, embedding mode...). Requests
+  that need other options wait until it is idle and reload it.
+- ``keep_alive`` sets how long a runner stays after its last request (0: unload at once,
+  negative: forever). A reaper task unloads expired idle runners.
+- At most ``max_loaded_models`` runners exist; the least recently used idle one is evicted.
+- Each runner admits ``parallel`` requests at once and queues up to ``max_queue`` more; beyond
+  that the caller gets ``Busy`` (Ollama's 503).
+Loading runs off the event loop; concurrent requests for the same model share one load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import anyio
+
+from modelrunner.durations import FOREVER
+from modelrunner.engine.base import Engine, EngineModel, LoadOptions
+from modelrunner.errors import Busy
+
+BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+
+
+@dataclass
+class Runner:
+    digest: str
+    name: str
+    options: LoadOptions
+    model: EngineModel
+    keep_alive: float
+    slots: asyncio.Semaphore
+    loaded_at: float
+    load_seconds: float
+    last_used: float
+    expires_at: float = math.inf
+    active: int = 0
+    waiting: int = 0
+    details: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def idle(self) -> bool:
+        return self.active == 0 and self.waiting == 0
+
+    @property
+    def mode(self) -> str:
+        return "embedding" if self.options.embedding else "completion"
+
+
+@dataclass
+class Lease:
+    runner: Runner
+    load_seconds: float  # time this request spent loading the model (0 if it was loaded)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_loaded: int = 3,
+        max_queue: int = 512,
+        default_keep_alive: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.max_loaded = max_loaded
+        self.max_queue = max_queue
+        self.default_keep_alive = default_keep_alive
+        self.clock = clock
+        self.runners: dict[tuple[str, bool], Runner] = {}
+        self._changed = asyncio.Condition()
+        self._loading: dict[tuple[str, bool], asyncio.Lock] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        for key in list(self.runners):
+            await self._unload(key)
+
+    # -- using a model -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def use(
+        self,
+        digest: str,
+        name: str,
+        options: LoadOptions,
+        keep_alive: float | None,
+        details: dict[str, object] | None = None,
+    ) -> AsyncIterator[Lease]:
+        """Load (or reuse) the model and hold one of its slots for the block."""
+        key = (digest, options.embedding)
+        load_seconds = 0.0
+        runner = self.runners.get(key)
+        if runner is not None and runner.waiting >= self.max_queue:
+            raise Busy(BUSY_MESSAGE)
+        async with self._loading.setdefault(key, asyncio.Lock()):
+            runner = self.runners.get(key)
+            if runner is not None and runner.options != options:
+                await self._wait_idle(runner)
+                await self._unload(key)
+                runner = None
+            if runner is None:
+                started = self.clock()
+                runner = await self._load(key, name, options, details or {})
+                load_seconds = self.clock() - started
+            runner.waiting += 1
+        try:
+            await runner.slots.acquire()
+        finally:
+            runner.waiting -= 1
+        runner.active += 1
+        runner.last_used = self.clock()
+        runner.expires_at = math.inf
+        try:
+            yield Lease(runner, load_seconds)
+        finally:
+            runner.slots.release()
+            runner.active -= 1
+            runner.last_used = self.clock()
+            if keep_alive is not None:
+                runner.keep_alive = keep_alive
+            await self._after_use(key, runner)
+
+    async def _after_use(self, key: tuple[str, bool], runner: Runner) -> None:
+        if not runner.idle:
+            return
+        if runner.keep_alive <= 0:
+            await self._unload(key)
+        else:
+            runner.expires_at = (
+                math.inf if runner.keep_alive == FOREVER else self.clock() + runner.keep_alive
+            )
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _load(
+        self, key: tuple[str, bool], name: str, options: LoadOptions, details: dict[str, object]
+    ) -> Runner:
+        await self._make_room()
+        started = self.clock()
+        model = await anyio.to_thread.run_sync(self.engine.load, options)
+        now = self.clock()
+        runner = Runner(
+            digest=key[0],
+            name=name,
+            options=options,
+            model=model,
+            keep_alive=self.default_keep_alive,
+            slots=asyncio.Semaphore(max(1, options.parallel)),
+            loaded_at=now,
+            load_seconds=now - started,
+            last_used=now,
+            details=details,
+        )
+        self.runners[key] = runner
+        return runner
+
+    async def _make_room(self) -> None:
+        while len(self.runners) >= self.max_loaded:
+            idle = [(r.last_used, k) for k, r in self.runners.items() if r.idle]
+            if idle:
+                await self._unload(min(idle)[1])
+                continue
+            async with self._changed:
+                await self._changed.wait()
+
+    async def _wait_idle(self, runner: Runner) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: runner.idle)
+
+    async def _unload(self, key: tuple[str, bool]) -> None:
+        runner = self.runners.pop(key, None)
+        if runner is not None:
+            await anyio.to_thread.run_sync(runner.model.close)
+
+    # -- explicit control ----------------------------------------------------------------------
+
+    async def unload(self, digest: str) -> int:
+        """Unload every idle runner of a model; busy ones expire when their requests end."""
+        count = 0
+        for key, runner in list(self.runners.items()):
+            if key[0] != digest:
+                continue
+            if runner.idle:
+                await self._unload(key)
+                count += 1
+            else:
+                runner.keep_alive = 0
+        return count
+
+    async def reap(self) -> None:
+        now = self.clock()
+        for key, runner in list(self.runners.items()):
+            if runner.idle and runner.expires_at <= now:
+                await self._unload(key)
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            await self.reap()
+
+    def loaded(self) -> list[Runner]:
+        """Loaded runners, the one that stays longest first (as /api/ps orders them)."""
+        return sorted(self.runners.values(), key=lambda r: -r.expires_at)
