@@ -20,9 +20,9 @@ from modelrunner.api.dmr import engines as dmr_engines
 from modelrunner.api.dmr import models as dmr_models
 from modelrunner.api.dmr import registry as dmr_registry
 from modelrunner.api.ollama import inference as ollama_inference
-from modelrunner.api.openai import routes as openai_routes
 from modelrunner.api.ollama import models as ollama_models
 from modelrunner.api.ollama import registry as ollama_registry
+from modelrunner.api.openai import routes as openai_routes
 from modelrunner.core.inference import EngineDefaults, InferenceService
 from modelrunner.core.models import ModelService
 from modelrunner.durations import parse_keep_alive
