@@ -1,0 +1,407 @@
+"""Blob downloads: parallel byte ranges into a resumable partial file, verified, then published.
+
+A blob being fetched lives in ``blobs/sha256-<hex>-partial`` (sparse, pre-allocated) next to
+``sha256-<hex>-partial-state``, a small JSON file listing each part's offset, size and completed
+bytes. The data is fsynced before the state is saved, so after a crash or a dropped connection the
+next pull continues every part where the state says it stopped. Nothing is published into the store
+until the whole file hashes to the expected digest; a mismatch removes the partial file.
+
+Two pulls that need the same blob share one :class:`BlobDownload` (and so its progress); it is
+cancelled when the last puller waiting for it goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from modelrunner.errors import DigestMismatch, ModelRunnerError, NotFound, UpstreamError
+from modelrunner.registry.client import RegistryClient, raise_for_status
+from modelrunner.registry.config import TransferConfig
+from modelrunner.registry.errors import RegistryUnavailable
+from modelrunner.store.atomic import publish, storage_errors, write_atomic
+from modelrunner.store.blobs import BlobStore
+from modelrunner.store.digest import blob_filename
+from modelrunner.store.manifests import Descriptor
+
+PARTIAL_SUFFIX = "-partial"
+STATE_SUFFIX = "-partial-state"
+
+
+class StalledError(Exception):
+    """No bytes arrived for ``stall_timeout`` seconds."""
+
+
+class IncompleteError(Exception):
+    """The registry closed a response before the requested range was complete."""
+
+
+@dataclass(slots=True)
+class Part:
+    offset: int
+    size: int
+    completed: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.completed >= self.size
+
+    @property
+    def first(self) -> int:
+        return self.offset + self.completed
+
+    @property
+    def last(self) -> int:
+        return self.offset + self.size - 1
+
+
+def plan_parts(total: int, config: TransferConfig) -> list[Part]:
+    size = math.ceil(total / max(config.max_streams, 1))
+    size = max(config.min_part_size, min(config.max_part_size, size), 1)
+    return [Part(offset, min(size, total - offset)) for offset in range(0, total, size)]
+
+
+class PartialFile:
+    """The partial data file and its resume state."""
+
+    def __init__(self, blobs: BlobStore, digest: str, total: int) -> None:
+        self.blobs = blobs
+        self.digest = digest
+        self.total = total
+        base = blob_filename(digest)
+        self.path = blobs.root / (base + PARTIAL_SUFFIX)
+        self.state_path = blobs.root / (base + STATE_SUFFIX)
+        self.fd: int | None = None
+        self.hasher: Any = None  # sha256 fed in order while a single fresh part is written
+        self.resumed = 0
+
+    def open(self, config: TransferConfig) -> list[Part]:
+        """Open (or create and pre-allocate) the partial file; the parts still to fetch."""
+        parts = self._load_state()
+        if parts is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            parts = plan_parts(self.total, config)
+        self.resumed = sum(p.completed for p in parts)
+        with storage_errors():
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                _allocate(self.fd, self.total)
+            except BaseException:
+                self.close()
+                if self.resumed == 0:
+                    self.discard()
+                raise
+        if len(parts) == 1 and parts[0].completed == 0:
+            self.hasher = hashlib.sha256()
+        return parts
+
+    def _load_state(self) -> list[Part] | None:
+        try:
+            state = json.loads(self.state_path.read_text())
+            if state.get("digest") != self.digest or state.get("size") != self.total:
+                return None
+            if self.path.stat().st_size != self.total:
+                return None
+            parts = [
+                Part(int(p["offset"]), int(p["size"]), int(p["completed"])) for p in state["parts"]
+            ]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+        covered = sum(p.size for p in parts)
+        valid = all(0 <= p.completed <= p.size for p in parts)
+        return parts if covered == self.total and valid else None
+
+    def write(self, offset: int, data: bytes) -> None:
+        assert self.fd is not None
+        with storage_errors():
+            view = memoryview(data)
+            while view:
+                written = os.pwrite(self.fd, view, offset)
+                view = view[written:]
+                offset += written
+        if self.hasher is not None:
+            self.hasher.update(data)
+
+    def save(self, parts: Iterable[Part]) -> None:
+        """Persist progress: fsync the data first, so the state never claims unwritten bytes."""
+        if self.fd is None:
+            return
+        with storage_errors():
+            os.fsync(self.fd)
+            body = {"digest": self.digest, "size": self.total, "parts": [asdict(p) for p in parts]}
+            write_atomic(self.state_path, json.dumps(body).encode())
+
+    def sha256(self) -> str:
+        if self.hasher is not None:
+            return "sha256:" + str(self.hasher.hexdigest())
+        digest = hashlib.sha256()
+        with self.path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(4 << 20), b""):
+                digest.update(chunk)
+        return "sha256:" + digest.hexdigest()
+
+    def publish(self) -> None:
+        assert self.fd is not None
+        with storage_errors():
+            os.fsync(self.fd)
+        self.close()
+        publish(self.path, self.blobs.path(self.digest))
+        with contextlib.suppress(FileNotFoundError):
+            self.state_path.unlink()
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def discard(self) -> None:
+        self.close()
+        for path in (self.path, self.state_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Reserve the space up front: a full disk fails now, not in the middle of the download."""
+    if size == 0:
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.ftruncate(fd, size)
+
+
+def retryable(exc: BaseException) -> bool:
+    return isinstance(
+        exc, httpx.TransportError | StalledError | IncompleteError | RegistryUnavailable
+    )
+
+
+class BlobDownload:
+    """One blob being fetched; any number of pulls may wait on it."""
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        client: RegistryClient,
+        descriptor: Descriptor,
+        config: TransferConfig,
+    ) -> None:
+        self.blobs = blobs
+        self.client = client
+        self.digest = descriptor.digest
+        self.total = descriptor.size
+        self.config = config
+        self.parts: list[Part] = []
+        self.phase = "starting"
+        self.received = 0  # bytes that came over the network for this download
+        self.resumed = 0  # bytes a previous attempt had already saved
+        self.waiters = 0
+        self.task: asyncio.Task[None] | None = None
+        self._location: httpx.URL | None = None
+        self._last_save = 0.0
+
+    @property
+    def completed(self) -> int:
+        if self.phase in ("verifying", "done"):
+            return self.total
+        return sum(p.completed for p in self.parts)
+
+    @property
+    def transferred(self) -> bool:
+        """Every byte is here (it may still be being verified)."""
+        return self.phase in ("verifying", "done")
+
+    async def run(self) -> None:
+        if self.blobs.exists(self.digest):
+            self.phase = "done"
+            return
+        partial = PartialFile(self.blobs, self.digest, self.total)
+        try:
+            self.parts = await anyio.to_thread.run_sync(partial.open, self.config)
+            self.resumed = partial.resumed
+            self.phase = "downloading"
+            pending = [p for p in self.parts if not p.done]
+            if pending:
+                await self._check_exists()
+                await _first_failure(self._fetch_part(p, partial) for p in pending)
+            self.phase = "verifying"
+            actual = await anyio.to_thread.run_sync(partial.sha256)
+            if actual != self.digest:
+                partial.discard()
+                raise DigestMismatch(
+                    f"digest mismatch, file must be downloaded again: expected {self.digest}, "
+                    f"got {actual}"
+                )
+            await anyio.to_thread.run_sync(partial.publish)
+            self.phase = "done"
+        finally:
+            if self.phase != "done" and partial.fd is not None:
+                with contextlib.suppress(OSError, ModelRunnerError):
+                    partial.save(self.parts)
+            partial.close()
+
+    async def _check_exists(self) -> None:
+        size = await self.client.blob_size(self.digest)
+        if size is None:
+            raise NotFound(f"pull blob {self.digest}: not found in the registry")
+        if size >= 0 and size != self.total:
+            raise UpstreamError(
+                f"pull blob {self.digest}: the registry has {size} bytes, the manifest says "
+                f"{self.total}",
+                502,
+            )
+
+    async def _fetch_part(self, part: Part, partial: PartialFile) -> None:
+        failures = 0
+        while not part.done:
+            before = part.completed
+            try:
+                await self._fetch_range(part, partial)
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                failures = 1 if part.completed > before else failures + 1
+                if failures > self.config.retries:
+                    raise _give_up(self.digest, exc) from exc
+                delay = min(self.config.backoff * 2 ** (failures - 1), self.config.max_backoff)
+                await asyncio.sleep(delay)
+
+    async def _fetch_range(self, part: Part, partial: PartialFile) -> None:
+        headers = {"Range": f"bytes={part.first}-{part.last}"}
+        location = self._location
+        url = str(location) if location is not None else self.client.url(f"blobs/{self.digest}")
+        response = await self.client.send("GET", url, headers=headers, stream=True)
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+                if location is not None:
+                    self._location = None  # a presigned URL may have expired: resolve again
+                    raise RegistryUnavailable(f"blob storage answered {response.status_code}")
+                raise_for_status(response, f"pull blob {self.digest}")
+            if response.status_code != 206 and part.first != 0:
+                raise UpstreamError(f"pull blob {self.digest}: range requests not supported", 502)
+            if not self.client.is_registry(response.url):
+                self._location = response.url
+            await self._read_body(response, part, partial)
+        finally:
+            await response.aclose()
+        if not part.done:
+            raise IncompleteError(f"connection closed at byte {part.first} of {self.digest}")
+
+    async def _read_body(self, response: httpx.Response, part: Part, partial: PartialFile) -> None:
+        buffer = bytearray()
+        chunks = response.aiter_raw()
+        try:
+            while part.completed + len(buffer) < part.size:
+                try:
+                    async with asyncio.timeout(self.config.stall_timeout):
+                        chunk = await anext(chunks, None)
+                except TimeoutError:
+                    raise StalledError(f"no data for {self.config.stall_timeout:g}s") from None
+                if chunk is None:
+                    break
+                room = part.size - part.completed - len(buffer)
+                buffer += chunk[:room]
+                self.received += min(len(chunk), room)
+                if len(buffer) >= self.config.write_buffer:
+                    data, buffer = bytes(buffer), bytearray()
+                    await anyio.to_thread.run_sync(self._write, part, partial, data)
+        finally:
+            if buffer:  # keep what arrived, even when the connection broke
+                self._write(part, partial, bytes(buffer))
+
+    def _write(self, part: Part, partial: PartialFile, data: bytes) -> None:
+        partial.write(part.first, data)
+        part.completed += len(data)
+        now = time.monotonic()
+        if now - self._last_save >= self.config.state_interval:
+            self._last_save = now
+            partial.save(self.parts)
+
+
+def _give_up(digest: str, exc: BaseException) -> ModelRunnerError:
+    prefix = f"pull blob {digest}: "
+    if isinstance(exc, ModelRunnerError):
+        if exc.message.startswith(prefix):
+            return exc
+        return RegistryUnavailable(prefix + exc.message)
+    return RegistryUnavailable(f"{prefix}{str(exc) or type(exc).__name__}")
+
+
+async def _first_failure(coros: Iterable[Any]) -> None:
+    """Run coroutines together; on the first failure cancel the rest and raise it."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if error is not None:
+                raise error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Downloader:
+    """Starts blob downloads, and lets a second puller of the same digest join the first."""
+
+    def __init__(self, blobs: BlobStore, config: TransferConfig) -> None:
+        self.blobs = blobs
+        self.config = config
+        self._jobs: dict[str, BlobDownload] = {}
+
+    def start(self, client: RegistryClient, descriptor: Descriptor) -> BlobDownload:
+        job = self._jobs.get(descriptor.digest)
+        if job is not None and job.task is not None and not job.task.done():
+            return job
+        job = BlobDownload(self.blobs, client, descriptor, self.config)
+        job.task = asyncio.create_task(job.run(), name=f"download {descriptor.digest}")
+        job.task.add_done_callback(self._finished(descriptor.digest, job))
+        self._jobs[descriptor.digest] = job
+        return job
+
+    def _finished(self, digest: str, job: BlobDownload) -> Callable[[asyncio.Task[None]], None]:
+        def done(task: asyncio.Task[None]) -> None:
+            if self._jobs.get(digest) is job:
+                del self._jobs[digest]
+            if not task.cancelled():
+                task.exception()  # retrieved: the waiters re-raise it
+
+        return done
+
+    async def wait(self, job: BlobDownload) -> None:
+        """Wait for ``job``; the last waiter to leave cancels it (the partial file stays)."""
+        assert job.task is not None
+        job.waiters += 1
+        try:
+            await asyncio.shield(job.task)
+        finally:
+            job.waiters -= 1
+            if job.waiters == 0 and not job.task.done():
+                job.task.cancel()
+
+    def active(self) -> list[BlobDownload]:
+        return list(self._jobs.values())
+
+
+def partial_files(root: Path, digest: str) -> list[Path]:
+    base = blob_filename(digest)
+    return [p for p in (root / (base + PARTIAL_SUFFIX), root / (base + STATE_SUFFIX)) if p.exists()]
