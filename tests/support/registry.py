@@ -360,7 +360,8 @@ class FaultProxy:
 
     Modes: ``pass``; ``cut`` (after ``cut_after`` bytes sent to clients in total, close the
     connection and switch to ``refuse``); ``refuse`` (close every new connection at once);
-    ``error500`` (answer every request with HTTP 500). ``rate`` limits bytes per second sent to
+    ``error500`` (answer every request with HTTP 500); ``stall`` (once ``cut_after`` bytes went
+    to clients, the connection carrying the next bytes hangs without closing, later ones pass). ``rate`` limits bytes per second sent to
     clients (0 = unlimited). ``down``/``up`` count bytes sent to / received from clients.
     """
 
@@ -465,6 +466,9 @@ class FaultProxy:
                     writer.write(data)
                     await writer.drain()
                     continue
+                if self.mode == "stall" and self.down + len(data) > self.cut_after:
+                    self.mode = "pass"  # this connection hangs; the next ones work
+                    await asyncio.sleep(3600)
                 if self.mode == "cut":
                     room = self.cut_after - self.down
                     if room <= len(data):

@@ -51,6 +51,7 @@ class RegistryClient:
         self.scheme = endpoint.scheme
         self._scheme_settled = not endpoint.http_fallback
         self.http = transport.client(verify=endpoint.verify_tls)
+        self.sync_http = transport.sync_client(verify=endpoint.verify_tls)
         self.auth = Authenticator(
             self.http,
             credentials,
@@ -124,6 +125,10 @@ class RegistryClient:
     def is_registry(self, url: httpx.URL) -> bool:
         netloc = url.netloc.decode() if isinstance(url.netloc, bytes) else str(url.netloc)
         return netloc.lower() == self.endpoint.netloc.lower()
+
+    def auth_header_for(self, url: httpx.URL) -> str | None:
+        """The ``Authorization`` value for ``url``: only the registry host ever gets one."""
+        return self.auth.header if self.is_registry(url) else None
 
     def _build(
         self, method: str, url: httpx.URL, headers: dict[str, str] | None, body: Body

@@ -32,6 +32,4 @@ class TransferConfig:
     progress_interval: float = 0.06
     #: How often a download's resume state is saved (the data is fsynced first).
     state_interval: float = 1.0
-    #: Bytes gathered in memory before one write to the partial file.
-    write_buffer: int = 4 * MB
     user_agent: str = "modelrunner"
