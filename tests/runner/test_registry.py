@@ -518,6 +518,34 @@ def test_token_auth_pull_and_push(
         assert tags(http)[private]["digest"] == digest.removeprefix("sha256:")
 
 
+def test_basic_auth_and_redirect_to_blob_storage(
+    tmp_path: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.support.registry import TEST_PASSWORD, TEST_USER, redirecting_front
+
+    size = 1 * MB
+    blob = push_random_model(registry, "redirect/model", "v1", size, seed=13)
+    empty = tmp_path / "no-docker-config.json"
+    with redirecting_front(registry) as (front, storage):
+        name = f"{front.host}/redirect/model:v1"
+        with running(tmp_path / "anonymous", docker_config=empty) as http:
+            refused = http.post("/api/pull", json={"model": name, "insecure": True})
+            assert refused.status_code == 401
+            assert "unauthorized" in refused.json()["error"]
+        monkeypatch.setenv(
+            "MODEL_RUNNER_REGISTRY_AUTH", json.dumps({front.host: f"{TEST_USER}:{TEST_PASSWORD}"})
+        )
+        with running(tmp_path / "models", docker_config=empty) as http:
+            done = http.post("/api/pull", json={"model": name, "insecure": True, "stream": False})
+            assert done.json() == {"status": "success"}, done.text
+            assert http.head(f"/api/blobs/{blob}").status_code == 200
+    ranged = [r for r in storage.requests if r.get("range")]
+    assert len(ranged) >= 4  # 1 MB in 256 KB parts, fetched from the storage host
+    assert not [r for r in storage.requests if "authorization" in r]  # never leaked there
+    redirects = [p for m, p, a in front.requests if m == "GET" and blob in p and a]
+    assert len(redirects) == 1  # resolved once, then every part goes to the storage host
+
+
 # --------------------------------------------------------------------------- faults
 
 

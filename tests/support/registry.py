@@ -6,6 +6,8 @@ Register as a plugin (``pytest_plugins = ["tests.support.registry"]``). It provi
 - ``token_registry`` (session): the same behind distribution's token auth, with a small token server
   (:class:`TokenServer`) that signs JWTs with a throw-away key made by ``openssl``. Anonymous callers
   may pull ``public/*``; the user ``tester``/``secret`` may pull and push everything;
+- :func:`redirecting_front`: a Basic-auth front of ``registry`` that redirects blob downloads to
+  another host (:class:`BlobStorage`), as registries do with their CDN;
 - ``fault_proxy``: a TCP proxy in front of ``registry`` that counts bytes and can cut, refuse, slow
   down or answer 500 (:class:`FaultProxy`).
 
@@ -349,6 +351,119 @@ def _basic_user(header: str | None) -> str | bool | None:
     except ValueError:
         return False
     return user if (user, password) == (TEST_USER, TEST_PASSWORD) else False
+
+
+# --------------------------------------------------------------------------- redirects
+
+
+class _QuietHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def reply(self, status: int, headers: dict[str, str], body: bytes = b"") -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        if "Content-Length" not in headers:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+class _ThreadServer:
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.port = free_port()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class BlobStorage:
+    """Stands for a CDN: serves a registry's blob files at ``http://localhost:<port>/blobs/<d>``
+    (another host name than the registry's 127.0.0.1), with ranges; records request headers."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.requests: list[dict[str, str]] = []
+        storage = self
+
+        class Handler(_QuietHandler):
+            def do_GET(self) -> None:
+                storage.requests.append({k.lower(): v for k, v in self.headers.items()})
+                digest = self.path.rsplit("/", 1)[-1]
+                data = registry.blob_data_path(digest).read_bytes()
+                wanted = self.headers.get("Range", "")
+                if wanted.startswith("bytes="):
+                    first, _, last = wanted[6:].partition("-")
+                    end = min(int(last) if last else len(data) - 1, len(data) - 1)
+                    part = data[int(first) : end + 1]
+                    span = f"bytes {first}-{end}/{len(data)}"
+                    self.reply(206, {"Content-Range": span}, part)
+                else:
+                    self.reply(200, {}, data)
+
+        self._server = _ThreadServer(Handler)
+        self.url = f"http://localhost:{self._server.port}"
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+class RedirectingFront:
+    """A registry front that wants Basic auth (:data:`TEST_USER`), forwards manifest and blob
+    ``HEAD`` requests to ``registry`` and answers blob ``GET`` with a 307 to :class:`BlobStorage`.
+    ``requests`` records (method, path, Authorization) of what it saw."""
+
+    def __init__(self, registry: Registry, storage: BlobStorage) -> None:
+        self.requests: list[tuple[str, str, str | None]] = []
+        expected = "Basic " + base64.b64encode(f"{TEST_USER}:{TEST_PASSWORD}".encode()).decode()
+        front = self
+
+        class Handler(_QuietHandler):
+            def handle_any(self) -> None:
+                auth = self.headers.get("Authorization")
+                front.requests.append((self.command, self.path, auth))
+                if auth != expected:
+                    challenge = {"WWW-Authenticate": 'Basic realm="front"'}
+                    self.reply(401, challenge | {"Content-Type": "application/json"}, b"{}")
+                    return
+                if self.command == "GET" and "/blobs/sha256:" in self.path:
+                    digest = self.path.rsplit("/", 1)[-1]
+                    self.reply(307, {"Location": f"{storage.url}/blobs/{digest}"})
+                    return
+                accept = self.headers.get("Accept", "*/*")
+                answer = httpx.request(
+                    self.command, registry.url + self.path, headers={"Accept": accept}
+                )
+                keep = ("Content-Type", "Docker-Content-Digest", "Content-Length")
+                headers = {k: answer.headers[k] for k in keep if k in answer.headers}
+                self.reply(answer.status_code, headers, answer.content)
+
+            do_GET = handle_any
+            do_HEAD = handle_any
+
+        self._server = _ThreadServer(Handler)
+        self.host = f"127.0.0.1:{self._server.port}"
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@contextlib.contextmanager
+def redirecting_front(registry: Registry) -> Iterator[tuple[RedirectingFront, BlobStorage]]:
+    storage = BlobStorage(registry)
+    front = RedirectingFront(registry, storage)
+    try:
+        yield front, storage
+    finally:
+        front.stop()
+        storage.stop()
 
 
 # --------------------------------------------------------------------------- fault proxy

@@ -249,6 +249,8 @@ class BlobDownload:
             pending = [p for p in self.parts if not p.done]
             if pending:
                 await self._check_exists()
+                if len(pending) > 1:
+                    await self._resolve_location()
                 await _first_failure(self._fetch_part(p, partial) for p in pending)
             self.phase = "verifying"
             actual = await anyio.to_thread.run_sync(partial.sha256)
@@ -276,6 +278,26 @@ class BlobDownload:
                 f"{self.total}",
                 502,
             )
+
+    async def _resolve_location(self) -> None:
+        """Before parallel parts start, learn once where a redirect sends blob downloads."""
+        url = httpx.URL(self.client.url(f"blobs/{self.digest}"))
+        for _ in range(MAX_REDIRECTS):
+            response = await self.client.send(
+                "GET",
+                str(url),
+                headers={"Range": "bytes=0-0"},
+                follow_redirects=False,
+                stream=True,
+            )
+            await response.aclose()  # the body is not needed (a registry may ignore the range)
+            location = response.headers.get("Location")
+            if not (response.is_redirect and location):
+                return
+            url = url.join(location)
+            if not self.client.is_registry(url):
+                self._location = url
+                return
 
     async def _fetch_part(self, part: Part, partial: PartialFile) -> None:
         failures = 0
