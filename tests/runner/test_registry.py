@@ -501,6 +501,14 @@ def test_token_auth_pull_and_push(
         dmr = http.post("/models/create", json={"from": private})
         assert (dmr.status_code, dmr.text) == (401, "Unauthorized\n")
         assert private not in tags(http)
+        upload_and_create(http, tiny_gguf, f"{registry.host}/private/other:v1")
+        denied = http.post(
+            "/api/push", json={"model": f"{registry.host}/private/other:v1", "insecure": True}
+        )
+        assert denied.status_code == 401, denied.text
+        assert "unauthorized" in denied.json()["error"]
+        denied = http.post(f"/models/{registry.host}/private/other:v1/push")
+        assert (denied.status_code, denied.text) == (401, "Unauthorized\n")
         # DMR's bearer-token is used as is.
         token = registry.token_server.issue(user, ["repository:private/tiny:pull"])
         dmr = http.post("/models/create", json={"from": private, "bearer-token": token})
