@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -70,3 +71,34 @@ def upload_and_create(client: httpx.Client, path: Path, name: str, **extra: obje
     response = client.post("/api/create", json=body)
     assert response.status_code == 200, response.text
     return digest
+
+
+@pytest.fixture(scope="module")
+def gemma_runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A runner whose store holds the real Gemma 3 270M as gemma3:270m, shared by a module."""
+    from modelrunner.core.defaults import ensure_default_model
+    from modelrunner.store.models import ModelStore
+
+    root = tmp_path_factory.mktemp("gemma") / "models"
+    ensure_default_model(ModelStore(root))
+    server = LiveServer(create_app(Settings(models=root, listen=[], prune=False))).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def make_runner(store_dir: Path) -> Iterator[Any]:
+    """Start a runner with custom settings: ``make_runner(max_queue=1, ...)``."""
+    servers: list[LiveServer] = []
+
+    def start(**overrides: Any) -> LiveServer:
+        settings = Settings(models=store_dir, listen=[], prune=False, **overrides)
+        server = LiveServer(create_app(settings)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()

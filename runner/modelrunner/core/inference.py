@@ -304,7 +304,7 @@ class Session:
 
     def _final(self) -> Chunk:
         stats = self.generation.stats
-        reason = "length" if stats.done_reason == "length" else "stop"
+        reason = "length" if stats.done_reason == "length" and not self.stops.stopped else "stop"
         name = self.record.display()
         metrics = self.service.metrics
         metrics.prompt_tokens.labels(name).inc(stats.prompt_tokens)

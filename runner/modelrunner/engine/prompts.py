@@ -21,7 +21,6 @@ from modelrunner.engine.gotemplate import GoTemplate, JSONDict, JSONList, templa
 from modelrunner.errors import InvalidRequest
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
-_CUT = "\x00response\x00"
 
 
 @dataclass
@@ -71,7 +70,8 @@ def _collate(msgs: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
     for m in msgs:
         if m.get("role") == "system":
             system.append(str(m.get("content", "")))
-        if out and out[-1].get("role") == m.get("role") and not m.get("tool_calls"):
+        same_role = out and out[-1].get("role") == m.get("role") != "tool"
+        if same_role and not m.get("tool_calls"):
             out[-1] = {
                 **out[-1],
                 "content": f"{out[-1].get('content', '')}\n\n{m.get('content', '')}",
@@ -143,33 +143,22 @@ def render_go(
 
 
 def _render_turns(tmpl: GoTemplate, msgs: list[dict[str, Any]], base: dict[str, Any]) -> str:
+    """Older templates see one turn at a time; the last is cut where its response would start."""
+    if "response" not in go_fields(tmpl.source):
+        tmpl = tmpl.with_field_appended("Response")
     parts: list[str] = []
-    system = prompt = response = ""
-
-    def execute(final: bool = False) -> None:
-        nonlocal system, prompt, response
-        data = {**base, "System": system, "Prompt": prompt,
-                "Response": _CUT if final else response, "Messages": []}  # fmt: skip
-        text = tmpl.render(data)
-        if final and _CUT in text:
-            text = text[: text.index(_CUT)]
-        parts.append(text)
-        system = prompt = response = ""
-
+    turn = {"System": "", "Prompt": "", "Response": ""}
     for m in msgs:
         role, content = m.get("role"), str(m.get("content", ""))
-        if role == "system":
-            if prompt or response:
-                execute()
-            system = content
-        elif role == "user":
-            if response:
-                execute()
-            prompt = content
-        elif role == "assistant":
-            response = content
-    if system or prompt or response or not parts:
-        execute(final=not response)
+        if (role == "system" and (turn["Prompt"] or turn["Response"])) or (
+            role == "user" and turn["Response"]
+        ):
+            parts.append(tmpl.render({**base, **turn, "Messages": []}))
+            turn = {"System": "", "Prompt": "", "Response": ""}
+        key = {"system": "System", "user": "Prompt", "assistant": "Response"}.get(str(role))
+        if key:
+            turn[key] = content
+    parts.append(tmpl.cut_after_field("Response").render({**base, **turn, "Messages": []}))
     return "".join(parts)
 
 

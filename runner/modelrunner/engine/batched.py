@@ -1,0 +1,620 @@
+"""The batched llama.cpp engine: continuous batching of concurrent requests on one model.
+
+One llama.cpp context holds ``parallel`` sequences (slots), each with its own ``num_ctx`` tokens
+of KV cache (total ``n_ctx = num_ctx * parallel``, as Ollama and llama-server lay it out; the KV
+is not unified, so a sequence's attention only spans its own cells). A single decode thread per
+loaded model runs the loop:
+
+1. drop cancelled requests (their slot is free for the next request at once);
+2. admit waiting requests into free slots, picking the slot whose cached tokens share the longest
+   prefix with the prompt (prompt cache) and trimming its KV to that prefix;
+3. build one ``llama_batch``: one token for every generating sequence, then prompt chunks of the
+   admitted ones in admission order, up to ``n_batch`` tokens in all, so running streams keep
+   flowing while a long prompt is prefilled;
+4. one ``llama_decode``; then every sequence whose logits came out samples its next token with
+   its own native sampler chain and hands it to its consumer's event loop.
+
+A finished (or cancelled) request leaves its tokens in the slot's KV cache; the next request that
+shares a prefix with them reuses it. Embedding requests run between steps on idle slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from modelrunner.engine import batch_native as nat
+from modelrunner.engine.base import (
+    Embeddings,
+    GenerationStats,
+    LoadOptions,
+    Sampling,
+    TokenOut,
+)
+from modelrunner.errors import InvalidRequest, ModelRunnerError
+
+_END = object()
+
+Emit = Callable[[Any], None]
+
+
+@dataclass(frozen=True)
+class BatchTuning:
+    """Engine knobs that are not part of ``LoadOptions`` (defaults measured in BENCHMARKS.md)."""
+
+    threads: int = 0  # 0: every CPU this process may use
+    threads_batch: int = 0  # 0: same as threads
+    flash_attn: bool | None = None  # None: llama.cpp decides
+    swa_full: bool = True  # full-size sliding-window KV, so cached prefixes stay reusable
+    unified_kv: bool = False  # True: one KV pool of num_ctx * parallel shared by all slots
+    repack: bool = True  # llama.cpp's repacked CPU weight layouts (faster batched matmuls)
+
+
+class BatchedLlamaEngine:
+    """Loads models into a batched context; ``parallel`` slots per model (at least 1)."""
+
+    def __init__(self, tuning: BatchTuning | None = None) -> None:
+        self.tuning = tuning or BatchTuning()
+
+    def load(self, options: LoadOptions) -> BatchedLlamaModel:
+        return BatchedLlamaModel(options, self.tuning)
+
+
+@dataclass(eq=False)
+class _Slot:
+    seq: int
+    cached: list[int] = field(default_factory=list)  # tokens whose KV is at positions 0..n-1
+    request: _Request | None = None
+    last_used: float = 0.0
+
+
+@dataclass(eq=False)
+class _Request:
+    generation: BatchedGeneration
+    emit: Emit
+    prompt: list[int]
+    sampling: Sampling
+    chain: Any
+    submitted: int
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+    slot: _Slot | None = None
+    done: int = 0  # prompt tokens whose KV is in place
+    pending: int = -1  # sampled token not yet decoded (-1: none)
+    limit: int = 0
+    admitted: int = 0
+    first: int = 0
+    index: int = -1  # batch index of this request's logits in the current step
+    chunk: list[int] = field(default_factory=list)  # tokens this request put in the current step
+
+
+@dataclass(eq=False)
+class _EmbedJob:
+    tokens: list[list[int]]
+    future: Future[list[list[float]]]
+
+
+class BatchedLlamaModel:
+    """A loaded model served by a continuous-batching decode loop (see the module docstring)."""
+
+    def __init__(self, options: LoadOptions, tuning: BatchTuning | None = None) -> None:
+        self.options = options
+        self.tuning = tuning = tuning or BatchTuning()
+        n_seq = max(1, min(options.parallel, int(llama_cpp.llama_max_parallel_sequences())))
+        n_gpu = options.num_gpu
+        if n_gpu < 0:
+            n_gpu = -1 if bool(llama_cpp.llama_supports_gpu_offload()) else 0
+        threads = options.num_thread or tuning.threads or nat.default_threads()
+        n_batch = max(options.num_batch, n_seq)
+        n_ubatch = options.num_batch
+        if options.embedding:
+            # Non-causal embedding models need a whole input in one micro-batch.
+            n_batch = n_ubatch = max(n_batch, options.num_ctx)
+        spec = nat.ContextSpec(
+            n_ctx_seq=options.num_ctx,
+            n_seq=n_seq,
+            n_batch=n_batch,
+            n_ubatch=n_ubatch,
+            n_threads=threads,
+            n_threads_batch=tuning.threads_batch or threads,
+            embeddings=options.embedding,
+            unified_kv=tuning.unified_kv,
+            swa_full=tuning.swa_full,
+            flash_attn=tuning.flash_attn,
+        )
+        try:
+            self.native = nat.NativeModel(
+                options.model_path,
+                n_gpu_layers=n_gpu,
+                use_mmap=options.use_mmap,
+                spec=spec,
+                extra_bufts=tuning.repack,
+            )
+        except (ValueError, OSError) as exc:
+            raise ModelRunnerError(f"unable to load model: {exc}") from None
+        self._batch = nat.NativeBatch(self.native.n_batch)
+        self._slots = [_Slot(seq=i) for i in range(n_seq)]
+        self._waiting: collections.deque[_Request] = collections.deque()
+        self._embeds: collections.deque[_EmbedJob] = collections.deque()
+        self._prefilling: list[_Request] = []  # admitted, prompt not fully evaluated, in order
+        self._cond = threading.Condition()
+        self._closing = False
+        self._wake = False
+        # Counters for /metrics.
+        self.steps = 0
+        self.tokens_generated = 0
+        self.prompt_tokens_evaluated = 0
+        self.prompt_tokens_cached = 0
+        self._thread = threading.Thread(
+            target=self._loop, name=f"batched-decode:{options.model_path.name}", daemon=True
+        )
+        self._thread.start()
+
+    # -- EngineModel ----------------------------------------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        """Tokens one request may use (the per-slot context)."""
+        return self.native.n_ctx_seq
+
+    @property
+    def size_bytes(self) -> int:
+        return self.options.model_path.stat().st_size
+
+    @property
+    def slots(self) -> int:
+        return len(self._slots)
+
+    @property
+    def active_sequences(self) -> int:
+        """Requests holding a slot (prefilling or generating)."""
+        return sum(1 for s in self._slots if s.request is not None)
+
+    @property
+    def waiting(self) -> int:
+        """Requests submitted but not yet admitted into a slot."""
+        return len(self._waiting)
+
+    def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
+        return self.native.tokenize(text, add_bos=add_bos)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self.native.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def token_text(self, token: int) -> str:
+        return self.native.piece(token, special=True).decode("utf-8", errors="replace")
+
+    def is_eog(self, token: int) -> bool:
+        return self.native.is_eog(token)
+
+    def generate(self, prompt: list[int], sampling: Sampling) -> BatchedGeneration:
+        if self._closing:
+            raise ModelRunnerError("the model is being unloaded")
+        if not prompt:
+            raise InvalidRequest("the prompt is empty")
+        if len(prompt) >= self.context_length:
+            raise InvalidRequest(
+                f"the input length ({len(prompt)} tokens) exceeds the context length "
+                f"({self.context_length})"
+            )
+        chain = nat.sampler_chain(self.native, sampling)  # a bad grammar fails here, not mid-stream
+        return BatchedGeneration(self, list(prompt), sampling, chain)
+
+    async def embed(self, texts: list[str], *, truncate: bool = True) -> Embeddings:
+        if self._closing:
+            raise ModelRunnerError("the model is being unloaded")
+        limit = self.context_length
+        tokens: list[list[int]] = []
+        for text in texts:
+            toks = self.tokenize(text)
+            if len(toks) > limit:
+                if not truncate:
+                    raise InvalidRequest("the input length exceeds the context length")
+                toks = toks[:limit]
+            if not toks:
+                toks = [self.native.bos] if self.native.bos >= 0 else [0]
+            tokens.append(toks)
+        if not tokens:
+            return Embeddings(vectors=[], prompt_tokens=0)
+        job = _EmbedJob(tokens=tokens, future=Future())
+        with self._cond:
+            self._embeds.append(job)
+            self._cond.notify()
+        vectors = await asyncio.wrap_future(job.future)
+        return Embeddings(vectors=vectors, prompt_tokens=sum(len(t) for t in tokens))
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closing and not self._thread.is_alive():
+                return
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
+        self.native.close()
+
+    # -- called from generations (event-loop thread) --------------------------------------------
+
+    def _submit(self, request: _Request) -> None:
+        with self._cond:
+            if self._closing:
+                raise ModelRunnerError("the model is being unloaded")
+            self._waiting.append(request)
+            self._cond.notify()
+
+    def _poke(self) -> None:
+        with self._cond:
+            self._wake = True
+            self._cond.notify()
+
+    # -- the decode thread ----------------------------------------------------------------------
+
+    def _busy(self) -> bool:
+        return bool(self._waiting or self._embeds or any(s.request for s in self._slots))
+
+    def _loop(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not (self._closing or self._wake or self._busy()):
+                        self._cond.wait()
+                    self._wake = False
+                    if self._closing:
+                        break
+                try:
+                    self._step()
+                except Exception as exc:  # never let the loop die: fail what was running
+                    self._fail_all(exc)
+        finally:
+            self._shutdown()
+
+    def _step(self) -> None:
+        now = time.perf_counter_ns()
+        self._drop_cancelled(now)
+        if self._embeds and any(s.request is None for s in self._slots):
+            self._run_embeddings(self._embeds.popleft())
+        self._admit(now)
+        self._decode_step()
+
+    def _drop_cancelled(self, now: int) -> None:
+        if any(r.generation.cancelled for r in self._waiting):
+            with self._cond:
+                keep = collections.deque(r for r in self._waiting if not r.generation.cancelled)
+                gone = [r for r in self._waiting if r.generation.cancelled]
+                self._waiting = keep
+            for r in gone:
+                self._finish(r, "cancel", now)
+        for slot in self._slots:
+            active = slot.request
+            if active is not None and active.generation.cancelled:
+                self._finish(active, "cancel", now)
+
+    def _admit(self, now: int) -> None:
+        while True:
+            free = [s for s in self._slots if s.request is None]
+            if not free:
+                return
+            with self._cond:
+                if not self._waiting:
+                    return
+                r = self._waiting.popleft()
+            slot = self._pick_slot(free, r.prompt)
+            self._place(r, slot, now)
+
+    def _pick_slot(self, free: list[_Slot], prompt: list[int]) -> _Slot:
+        """The idle slot sharing the longest prefix with ``prompt`` (more than a lone BOS);
+        otherwise the least recently used one, so recent caches survive longest."""
+        best: _Slot | None = None
+        best_len = 1
+        for s in free:
+            n = nat.common_prefix(s.cached, prompt)
+            if n > best_len:
+                best, best_len = s, n
+        if best is not None:
+            return best
+        return min(free, key=lambda s: s.last_used)
+
+    def _place(self, r: _Request, slot: _Slot, now: int) -> None:
+        native = self.native
+        keep = min(nat.common_prefix(slot.cached, r.prompt), len(r.prompt) - 1)
+        if keep > 0:
+            # A sliding-window cache may have dropped positions the prefix still needs.
+            pos_min = native.seq_pos_min(slot.seq)
+            if native.n_swa and pos_min > max(0, keep - native.n_swa):
+                keep = 0
+        if keep < len(slot.cached) and not native.seq_rm(slot.seq, keep, -1):
+            keep = 0
+        if keep == 0:
+            native.seq_rm(slot.seq, -1, -1)
+        del slot.cached[keep:]
+        slot.request = r
+        r.slot = slot
+        r.done = keep
+        r.admitted = now
+        r.generation.stats.cached_tokens = keep
+        self.prompt_tokens_cached += keep
+        n_ctx = self.context_length
+        limit = r.sampling.num_predict if r.sampling.num_predict >= 0 else n_ctx - len(r.prompt)
+        r.limit = min(limit, n_ctx - len(r.prompt))
+        if r.limit <= 0:
+            self._finish(r, "length", now)
+            return
+        self._prefilling.append(r)
+
+    def _decode_step(self) -> None:
+        batch = self._batch
+        batch.clear()
+        native = self.native
+        generating: list[_Request] = []
+        for slot in self._slots:
+            r = slot.request
+            if r is not None and r.pending >= 0:
+                r.chunk = [r.pending]
+                r.index = batch.add_one(r.pending, len(slot.cached), slot.seq)
+                generating.append(r)
+        prefilled: list[_Request] = []
+        for r in self._prefilling:
+            room = batch.room
+            if room <= 0:
+                break
+            assert r.slot is not None
+            rest = len(r.prompt) - r.done
+            n = min(rest, room)
+            r.chunk = r.prompt[r.done : r.done + n]
+            last = n == rest
+            idx = batch.add(r.chunk, r.done, r.slot.seq, output="last" if last else "none")
+            r.index = idx if last else -1
+            prefilled.append(r)
+        if batch.n == 0:
+            return
+        native.set_embeddings(False)
+        rc = native.decode(batch)
+        self.steps += 1
+        if rc != 0:
+            self._fail_requests(
+                generating + prefilled, ModelRunnerError(f"llama_decode failed ({rc})")
+            )
+            return
+        now = time.perf_counter_ns()
+        for r in prefilled:
+            assert r.slot is not None
+            r.slot.cached.extend(r.chunk)
+            r.done += len(r.chunk)
+            self.prompt_tokens_evaluated += len(r.chunk)
+        self._prefilling = [r for r in self._prefilling if r.done < len(r.prompt)]
+        for r in generating:
+            assert r.slot is not None
+            r.slot.cached.append(r.pending)
+            r.pending = -1
+        for r in generating + prefilled:
+            if r.index >= 0:
+                self._sample(r, now)
+                r.index = -1
+
+    def _sample(self, r: _Request, now: int) -> None:
+        native = self.native
+        token = nat.sample(r.chain, native, r.index)
+        stats = r.generation.stats
+        if not r.first:
+            r.first = time.perf_counter_ns()
+            stats.prompt_eval_ns = r.first - r.admitted
+        if native.is_eog(token):
+            self._finish(r, "stop", now)
+            return
+        stats.eval_count += 1
+        self.tokens_generated += 1
+        out = TokenOut(token=token, text=r.decoder.decode(native.piece(token)))
+        if r.sampling.logprobs:
+            out.logprob, out.top_logprobs = nat.logprobs(
+                native, r.index, token, r.sampling.top_logprobs
+            )
+        if not self._emit(r, out):
+            self._finish(r, "cancel", now)
+            return
+        if stats.eval_count >= r.limit:
+            self._finish(r, "length", now)
+            return
+        r.pending = token
+
+    def _emit(self, r: _Request, item: Any) -> bool:
+        try:
+            r.emit(item)
+        except RuntimeError:  # the consumer's event loop is closed
+            return False
+        return True
+
+    def _finish(self, r: _Request, reason: str, now: int) -> None:
+        stats = r.generation.stats
+        stats.done_reason = reason
+        end = time.perf_counter_ns()
+        if r.first:
+            stats.eval_ns = end - r.first
+        elif r.admitted:
+            stats.prompt_eval_ns = end - r.admitted
+        r.generation.release_chain()
+        slot = r.slot
+        if slot is not None:
+            slot.request = None
+            slot.last_used = time.monotonic()
+            r.slot = None
+        if r in self._prefilling:
+            self._prefilling.remove(r)
+        r.pending = -1
+        self._emit(r, _END)
+
+    def _fail_requests(self, requests: list[_Request], exc: BaseException) -> None:
+        for r in requests:
+            slot = r.slot
+            if slot is not None:
+                # The KV of this sequence is unknown now: forget it.
+                self.native.seq_rm(slot.seq, -1, -1)
+                slot.cached.clear()
+            self._emit(r, exc)
+            self._finish(r, "stop", time.perf_counter_ns())
+
+    def _fail_all(self, exc: BaseException) -> None:
+        with self._cond:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        active = [s.request for s in self._slots if s.request is not None]
+        error = exc if isinstance(exc, ModelRunnerError) else ModelRunnerError(str(exc))
+        self._fail_requests(active + waiting, error)
+
+    def _shutdown(self) -> None:
+        now = time.perf_counter_ns()
+        with self._cond:
+            self._closing = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            embeds = list(self._embeds)
+            self._embeds.clear()
+        for r in waiting + [s.request for s in self._slots if s.request is not None]:
+            self._finish(r, "cancel", now)
+        for job in embeds:
+            job.future.set_exception(ModelRunnerError("the model was unloaded"))
+
+    # -- embeddings (decode thread) --------------------------------------------------------------
+
+    def _run_embeddings(self, job: _EmbedJob) -> None:
+        try:
+            job.future.set_result(self._embed_now(job.tokens))
+        except Exception as exc:
+            err = exc if isinstance(exc, ModelRunnerError) else ModelRunnerError(str(exc))
+            job.future.set_exception(err)
+
+    def _embed_now(self, inputs: list[list[int]]) -> list[list[float]]:
+        native = self.native
+        batch = self._batch
+        idle = [s for s in self._slots if s.request is None]
+        pooled = native.pooling != llama_cpp.LLAMA_POOLING_TYPE_NONE
+        if pooled and any(len(t) > native.n_ubatch for t in inputs):
+            raise InvalidRequest(
+                "the input is longer than the batch size; load the model for embeddings"
+            )
+        out: list[list[float]] = [[] for _ in inputs]
+        native.set_embeddings(True)
+        try:
+            i = 0
+            while i < len(inputs):
+                group: list[tuple[int, _Slot]] = []
+                batch.clear()
+                used = 0
+                while i < len(inputs) and len(group) < len(idle):
+                    n = len(inputs[i])
+                    if group and used + n > native.n_ubatch:
+                        break
+                    group.append((i, idle[len(group)]))
+                    used += n
+                    i += 1
+                for _, slot in group:
+                    native.seq_rm(slot.seq, -1, -1)
+                    slot.cached.clear()
+                if pooled:
+                    for k, slot in group:
+                        batch.add(inputs[k], 0, slot.seq, output="all")
+                    self._embed_decode(batch)
+                    for k, slot in group:
+                        out[k] = [float(x) for x in native.embedding_seq(slot.seq)]
+                else:
+                    for k, slot in group:
+                        out[k] = self._embed_mean(inputs[k], slot.seq)
+                for _, slot in group:
+                    native.seq_rm(slot.seq, -1, -1)
+        finally:
+            native.set_embeddings(self.options.embedding)
+        return out
+
+    def _embed_mean(self, tokens: list[int], seq: int) -> list[float]:
+        """Mean of the token embeddings (a model without a pooling head), in batch-size chunks."""
+        native = self.native
+        batch = self._batch
+        total = np.zeros(native.n_embd_out, dtype=np.float64)
+        for a in range(0, len(tokens), native.n_batch):
+            chunk = tokens[a : a + native.n_batch]
+            batch.clear()
+            batch.add(chunk, a, seq, output="all")
+            self._embed_decode(batch)
+            for j in range(len(chunk)):
+                total += native.embedding_row(j)
+        return [float(x) for x in total / len(tokens)]
+
+    def _embed_decode(self, batch: nat.NativeBatch) -> None:
+        rc = self.native.decode(batch)
+        if rc != 0:
+            raise ModelRunnerError(f"llama_decode failed ({rc})")
+
+
+class BatchedGeneration:
+    """A request to a ``BatchedLlamaModel``: submitted when iteration starts."""
+
+    def __init__(
+        self, model: BatchedLlamaModel, prompt: list[int], sampling: Sampling, chain: Any
+    ) -> None:
+        self.model = model
+        self.prompt = prompt
+        self.sampling = sampling
+        self.stats = GenerationStats(prompt_tokens=len(prompt))
+        self.cancelled = False
+        self._chain = chain
+        self._chain_lock = threading.Lock()
+        self._started = False
+
+    def cancel(self) -> None:
+        if not self.cancelled:
+            self.cancelled = True
+            if self._started:
+                self.model._poke()
+
+    def release_chain(self) -> None:
+        with self._chain_lock:
+            chain, self._chain = self._chain, None
+        nat.free_chain(chain)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.release_chain()
+
+    async def __aiter__(self) -> AsyncIterator[TokenOut]:
+        if self._started:
+            raise RuntimeError("a generation can only be iterated once")
+        self._started = True
+        if self.cancelled:
+            self.stats.done_reason = "cancel"
+            self.release_chain()
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def emit(item: Any) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        request = _Request(
+            generation=self,
+            emit=emit,
+            prompt=self.prompt,
+            sampling=self.sampling,
+            chain=self._chain,
+            submitted=time.perf_counter_ns(),
+        )
+        self.model._submit(request)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.cancel()
