@@ -16,6 +16,12 @@ import httpx
 from modelrunner.settings import Settings, parse_listen
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
+_EXAMPLES = """
+Try it (Ollama, OpenAI and Docker Model Runner APIs, one model store):
+  curl {url}/api/chat -d '{{"model": "gemma3:270m", "messages": [{{"role": "user", "content": "Hello"}}], "stream": false}}'
+  curl {url}/v1/chat/completions -d '{{"model": "gemma3:270m", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+  curl {url}/engines/v1/models
+"""
 
 
 def _server_url() -> str:
@@ -51,6 +57,8 @@ def serve(args: argparse.Namespace) -> int:
     )
     server = uvicorn.Server(config)
     print("modelrunner listening on " + ", ".join(settings.listen), flush=True)
+    if args.default_model:
+        print(_EXAMPLES.format(url=f"http://{settings.listen[0]}"), flush=True)
     asyncio.run(server.serve(sockets=sockets))
     return 0
 
