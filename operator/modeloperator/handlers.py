@@ -1,0 +1,106 @@
+"""kopf registrations only: each handler is a few lines over reconcile.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from typing import Any
+
+import kopf
+
+from modeloperator import GROUP, VERSION
+from modeloperator.kube import Kube, api_client
+from modeloperator.reconcile import Context, reconcile_model, reconcile_runner, remove_model
+from modeloperator.settings import OperatorSettings
+
+
+class State:
+    """Shared by every handler through kopf's memo: the API context and per-object locks, so a
+    timer and a change handler never work on the same object at once."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
+def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
+    models = (GROUP, VERSION, "models")
+    runners = (GROUP, VERSION, "modelrunners")
+    interval = settings.reconcile_interval
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        configure(settings)
+        memo["state"] = State(Context(Kube(await api_client()), operator_settings))
+
+    operator_settings = settings
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        await memo["state"].ctx.kube.api.close()
+
+    @kopf.on.resume(*models, registry=registry)
+    @kopf.on.create(*models, registry=registry)
+    @kopf.on.update(*models, field="spec", registry=registry)
+    @kopf.timer(*models, interval=interval, initial_delay=interval, registry=registry)
+    async def model_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+        state: State = memo["state"]
+        async with state.locks[body["metadata"]["uid"]]:
+            status = await reconcile_model(state.ctx, dict(body))
+        announce(body, status)
+        patch.status.update(status)
+
+    @kopf.on.delete(*models, registry=registry)
+    async def model_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        state: State = memo["state"]
+        async with state.locks[body["metadata"]["uid"]]:
+            results = await remove_model(state.ctx, dict(body))
+        pending = [r for r in results if r.state != "Deleted"]
+        if pending:
+            message = "; ".join(f"{r.instance.name}: {r.message}" for r in pending)
+            kopf.warn(body, reason="DeleteRetry", message=message)
+            raise kopf.TemporaryError(
+                f"model not yet removed everywhere: {message}", delay=interval
+            )
+        kopf.info(body, reason="Deleted", message="removed from every runner instance")
+
+    @kopf.on.resume(*runners, registry=registry)
+    @kopf.on.create(*runners, registry=registry)
+    @kopf.on.update(*runners, field="spec", registry=registry)
+    @kopf.timer(*runners, interval=interval, initial_delay=interval, registry=registry)
+    async def runner_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
+        state: State = memo["state"]
+        async with state.locks[body["metadata"]["uid"]]:
+            status = await reconcile_runner(state.ctx, dict(body))
+        patch.status.update(status)
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """kopf's own bookkeeping lives in annotations under modelrunner.io (a structural schema
+    would prune it from status), and only warnings become Events: progress is in status."""
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+
+
+def announce(body: kopf.Body, status: dict[str, Any]) -> None:
+    """One Event per phase change (not one per poll)."""
+    before = (body.get("status") or {}).get("phase")
+    after = status.get("phase")
+    if before == after:
+        return
+    ready: dict[str, Any] = next(
+        (c for c in status.get("conditions", []) if c["type"] == "Ready"), {}
+    )
+    message = str(ready.get("message", ""))
+    if after == "Failed":
+        kopf.warn(body, reason="Failed", message=message)
+    elif after == "Ready":
+        kopf.info(body, reason="Ready", message=message)
+    elif before in (None, "Ready") and after == "Pending":
+        kopf.info(body, reason="Reconciling", message=message)

@@ -1,0 +1,313 @@
+"""Observe -> plan -> execute for Models and ModelRunners. Handlers call these; planning is pure
+(plan.py, resources.py); the I/O is the runner API (runnerclient.py) and Kubernetes (kube.py)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from modeloperator import conditions
+from modeloperator.instances import Instance, resolve
+from modeloperator.kube import Kube
+from modeloperator.plan import (
+    Action,
+    Copy,
+    Create,
+    Delete,
+    ModelView,
+    Pull,
+    Wait,
+    plan_absent,
+    plan_present,
+    references_in_use,
+    selects,
+    spec_hash,
+    tag_index,
+)
+from modeloperator.refs import canonical
+from modeloperator.resources import (
+    endpoint,
+    external_objects,
+    headless_service,
+    service,
+    statefulset,
+)
+from modeloperator.runnerclient import RunnerClient, RunnerError, Unreachable
+from modeloperator.settings import OperatorSettings
+
+
+@dataclass
+class Context:
+    kube: Kube
+    settings: OperatorSettings
+
+
+@dataclass
+class InstanceResult:
+    instance: Instance
+    state: str  # Ready | Pulling | Waiting | Failed | Unreachable
+    message: str = ""
+    digest: str = ""
+    show: dict[str, Any] = field(default_factory=dict)
+
+    def to_status(self) -> dict[str, Any]:
+        out = {"runner": self.instance.runner, "instance": self.instance.name, "state": self.state}
+        if self.digest:
+            out["digest"] = self.digest
+        if self.message:
+            out["message"] = self.message
+        return out
+
+
+def model_view(body: dict[str, Any]) -> ModelView:
+    return ModelView(
+        name=body["metadata"]["name"],
+        spec=dict(body.get("spec") or {}),
+        status=dict(body.get("status") or {}),
+    )
+
+
+async def selected_runners(ctx: Context, model: dict[str, Any]) -> list[dict[str, Any]]:
+    namespace = model["metadata"]["namespace"]
+    labels = model["metadata"].get("labels") or {}
+    return [
+        r for r in await ctx.kube.runners(namespace)
+        if selects((r.get("spec") or {}).get("modelSelector"), labels)
+        and not r["metadata"].get("deletionTimestamp")
+    ]  # fmt: skip
+
+
+async def instances_for(ctx: Context, model: dict[str, Any]) -> list[Instance]:
+    found: list[Instance] = []
+    for runner in await selected_runners(ctx, model):
+        found += await resolve(ctx.kube, ctx.settings, runner)
+    return found
+
+
+# -- Models ---------------------------------------------------------------------------------
+
+
+class ProgressReporter:
+    """Writes pull progress into the Model's status, at most every ``interval`` seconds."""
+
+    def __init__(self, ctx: Context, namespace: str, name: str) -> None:
+        self.ctx, self.namespace, self.name = ctx, namespace, name
+        self.last = 0.0
+
+    async def __call__(self, line: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - self.last < self.ctx.settings.progress_interval:
+            return
+        self.last = now
+        layer = line.get("layer") or {}
+        progress = {
+            "status": str(line.get("status") or line.get("message") or ""),
+            "completed": int(line.get("completed") or layer.get("current") or 0),
+            "total": int(line.get("total") or layer.get("size") or 0),
+        }
+        await self.ctx.kube.patch_status(
+            "models", self.namespace, self.name, {"phase": "Pulling", "progress": progress}
+        )
+
+
+async def execute(client: RunnerClient, action: Action, progress: ProgressReporter) -> None:
+    if isinstance(action, Pull):
+        if action.docker:
+            await client.pull_docker(action.source, progress)
+        else:
+            await client.pull(action.source, action.insecure, progress)
+    elif isinstance(action, Copy):
+        await client.copy(action.source, action.destination)
+    elif isinstance(action, Create):
+        await client.create(action.name, action.modelfile)
+    elif isinstance(action, Delete):
+        await client.delete(action.name)
+
+
+async def converge_instance(
+    ctx: Context, instance: Instance, view: ModelView, needed: set[str], progress: ProgressReporter
+) -> InstanceResult:
+    settings = ctx.settings
+    client = RunnerClient(instance.url, settings.request_timeout, settings.pull_timeout)
+    try:
+        tags = tag_index(await client.tags())
+        actions = plan_present(view, tags, needed)
+        for action in actions:
+            if isinstance(action, Wait):
+                return InstanceResult(instance, "Waiting", action.message)
+            await execute(client, action, progress)
+        shown = await client.show(view.served)
+        digest = tag_index(await client.tags()).get(canonical(view.name), "")
+        return InstanceResult(instance, "Ready", digest=digest, show=shown)
+    except Unreachable as exc:
+        return InstanceResult(instance, "Unreachable", exc.message)
+    except RunnerError as exc:
+        return InstanceResult(instance, "Failed", exc.message)
+
+
+async def reconcile_model(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+    """Bring every selected runner instance in line with the Model; return its new status."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = int(meta.get("generation") or 0)
+    view = model_view(body)
+    others = [
+        model_view(m) for m in await ctx.kube.models(namespace)
+        if not m["metadata"].get("deletionTimestamp")
+    ]  # fmt: skip
+    needed = references_in_use(others, exclude=name)
+    instances = await instances_for(ctx, body)
+    progress = ProgressReporter(ctx, namespace, name)
+    results = [await converge_instance(ctx, i, view, needed, progress) for i in instances]
+    return model_status(view, results, generation)
+
+
+def model_status(view: ModelView, results: list[InstanceResult], generation: int) -> dict[str, Any]:
+    states = {r.state for r in results}
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "runners": [r.to_status() for r in results],
+        "progress": None,
+    }
+    if not results:
+        phase, reason, message = (
+            "Pending",
+            "NoRunner",
+            "no ready ModelRunner instance selects this model",
+        )
+        ready, reconciling, stalled = False, True, False
+    elif states == {"Ready"}:
+        phase, reason, message = "Ready", "Ready", f"served by {len(results)} runner instance(s)"
+        ready, reconciling, stalled = True, False, False
+    elif "Failed" in states:
+        failed = next(r for r in results if r.state == "Failed")
+        phase, reason, message = (
+            "Failed",
+            "RunnerError",
+            f"{failed.instance.name}: {failed.message}",
+        )
+        ready, reconciling, stalled = False, False, True
+    elif "Unreachable" in states:
+        down = next(r for r in results if r.state == "Unreachable")
+        phase, reason, message = "Pending", "RunnerUnreachable", down.message
+        ready, reconciling, stalled = False, True, False
+    else:
+        waiting = next(r for r in results if r.state != "Ready")
+        phase, reason, message = "Pending", "Waiting", waiting.message
+        ready, reconciling, stalled = False, True, False
+    status["phase"] = phase
+    status["conditions"] = conditions.merge(
+        view.status.get("conditions"),
+        conditions.summary(ready, reconciling, stalled, reason, message, generation),
+    )
+    served = [r for r in results if r.state == "Ready"]
+    if served:
+        first = served[0]
+        details = first.show.get("details") or {}
+        info = first.show.get("model_info") or {}
+        arch = str(info.get("general.architecture", ""))
+        status["digest"] = "sha256:" + first.digest if first.digest else None
+        status["details"] = {
+            "family": details.get("family", ""),
+            "parameterSize": details.get("parameter_size", ""),
+            "quantization": details.get("quantization_level", ""),
+            "contextLength": int(info.get(f"{arch}.context_length") or 0),
+            "capabilities": list(first.show.get("capabilities") or []),
+        }
+    if ready:
+        if view.kind == "source":
+            status["source"] = view.spec["source"]
+        status["appliedHash"] = spec_hash(view.spec)
+    return status
+
+
+async def remove_model(ctx: Context, body: dict[str, Any]) -> list[InstanceResult]:
+    """Delete the model from every instance (unless Retain). Unreachable instances are reported
+    so the caller can keep the finalizer and retry."""
+    view = model_view(body)
+    namespace = body["metadata"]["namespace"]
+    others = [model_view(m) for m in await ctx.kube.models(namespace)]
+    needed = references_in_use(others, exclude=view.name)
+    results = []
+    for instance in await instances_for(ctx, body):
+        client = RunnerClient(instance.url, ctx.settings.request_timeout)
+        try:
+            tags = tag_index(await client.tags())
+            for action in plan_absent(view, tags, needed):
+                await execute(client, action, ProgressReporter(ctx, namespace, view.name))
+            results.append(InstanceResult(instance, "Deleted"))
+        except Unreachable as exc:
+            results.append(InstanceResult(instance, "Unreachable", exc.message))
+        except RunnerError as exc:
+            results.append(InstanceResult(instance, "Failed", exc.message))
+    return results
+
+
+# -- ModelRunners ---------------------------------------------------------------------------
+
+
+def unschedulable_reason(pods: list[dict[str, Any]]) -> str | None:
+    for pod in pods:
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return str(cond.get("message") or cond.get("reason") or "Unschedulable")
+    return None
+
+
+async def reconcile_runner(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+    meta, spec = body["metadata"], body.get("spec") or {}
+    name, namespace = meta["name"], meta["namespace"]
+    generation = int(meta.get("generation") or 0)
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "endpoint": endpoint(name, namespace),
+    }
+    if spec.get("external"):
+        for obj in external_objects(name, namespace, spec["external"]["url"]):
+            await ctx.kube.apply(obj, body)
+        instance = Instance(name, "external", spec["external"]["url"])
+        client = RunnerClient(instance.url, ctx.settings.request_timeout)
+        try:
+            await client.tags()
+            up = True
+            message = f"external server {instance.url} answers"
+        except RunnerError as exc:
+            up, message = False, exc.message
+        status.update(replicas=1, readyReplicas=1 if up else 0,
+                      instances=[{"name": "external", "url": instance.url, "ready": up}])  # fmt: skip
+        reason = "Ready" if up else "RunnerUnreachable"
+        status["conditions"] = conditions.merge(
+            (body.get("status") or {}).get("conditions"),
+            conditions.summary(up, not up, False, reason, message, generation),
+        )
+        return status
+    await ctx.kube.apply(headless_service(name, namespace), body)
+    await ctx.kube.apply(service(name, namespace), body)
+    sts = await ctx.kube.apply(statefulset(name, namespace, spec, ctx.settings.runner_image), body)
+    sts_status = sts.get("status") or {}
+    labels = ",".join(f"{k}={v}" for k, v in sts["spec"]["selector"]["matchLabels"].items())
+    pods = await ctx.kube.list_objects("v1", "Pod", namespace, labels)
+    instances = await resolve(ctx.kube, ctx.settings, body)
+    want = int(spec.get("replicas", 1))
+    ready_count = len(instances)
+    status.update(
+        replicas=int(sts_status.get("replicas") or len(pods)),
+        readyReplicas=ready_count,
+        instances=[{"name": i.name, "url": i.url, "ready": True} for i in instances],
+    )
+    blocked = unschedulable_reason(pods)
+    if blocked and ready_count < want:
+        ready, reconciling, stalled = False, False, True
+        reason, message = "Unschedulable", blocked
+    elif ready_count >= want:
+        ready, reconciling, stalled = True, False, False
+        reason, message = "Ready", f"{ready_count}/{want} runner pods ready"
+    else:
+        ready, reconciling, stalled = False, True, False
+        reason, message = "Progressing", f"{ready_count}/{want} runner pods ready"
+    status["conditions"] = conditions.merge(
+        (body.get("status") or {}).get("conditions"),
+        conditions.summary(ready, reconciling, stalled, reason, message, generation),
+    )
+    return status

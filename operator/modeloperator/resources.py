@@ -1,0 +1,221 @@
+"""Pure builders of the Kubernetes objects a ModelRunner owns (plain dicts, no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+OLLAMA_PORT = 11434
+DMR_PORT = 12434
+STORE_PATH = "/models"
+LABEL_APP = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_MANAGED = "app.kubernetes.io/managed-by"
+MANAGER = "modeloperator"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+def labels(name: str) -> dict[str, str]:
+    return {LABEL_APP: "model-runner", LABEL_INSTANCE: name, LABEL_MANAGED: MANAGER}
+
+
+def selector(name: str) -> dict[str, str]:
+    return {LABEL_APP: "model-runner", LABEL_INSTANCE: name}
+
+
+def headless_name(name: str) -> str:
+    return f"{name}-pods"
+
+
+def endpoint(name: str, namespace: str) -> str:
+    return f"http://{name}.{namespace}.svc.cluster.local"
+
+
+def _ports(target: int | None = None) -> list[dict[str, Any]]:
+    return [
+        {"name": "http", "port": 80, "targetPort": target or OLLAMA_PORT, "protocol": "TCP"},
+        {
+            "name": "ollama",
+            "port": OLLAMA_PORT,
+            "targetPort": target or OLLAMA_PORT,
+            "protocol": "TCP",
+        },
+        {"name": "dmr", "port": DMR_PORT, "targetPort": target or DMR_PORT, "protocol": "TCP"},
+    ]
+
+
+def service(name: str, namespace: str) -> dict[str, Any]:
+    """The Service callers use: http://<name>/, :11434 for Ollama clients, :12434 for DMR."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {"type": "ClusterIP", "selector": selector(name), "ports": _ports()},
+    }
+
+
+def headless_service(name: str, namespace: str) -> dict[str, Any]:
+    """Per-pod DNS names for the StatefulSet (and a stable address per replica)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": headless_name(name), "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector(name),
+            "ports": _ports(),
+        },
+    }
+
+
+def _engine_env(engine: dict[str, Any]) -> list[dict[str, str]]:
+    env = [
+        {"name": "MODEL_RUNNER_MODELS", "value": STORE_PATH},
+        {"name": "MODEL_RUNNER_LISTEN", "value": f"0.0.0.0:{OLLAMA_PORT},0.0.0.0:{DMR_PORT}"},
+    ]
+    mapping = {
+        "contextSize": "MODEL_RUNNER_CONTEXT_SIZE",
+        "parallel": "MODEL_RUNNER_NUM_PARALLEL",
+        "maxLoadedModels": "MODEL_RUNNER_MAX_LOADED_MODELS",
+        "keepAlive": "MODEL_RUNNER_KEEP_ALIVE",
+    }
+    for key, var in mapping.items():
+        if engine.get(key) is not None:
+            env.append({"name": var, "value": str(engine[key])})
+    return env
+
+
+def _gpu(spec: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, str]]:
+    gpu = spec.get("gpu") or {}
+    count = int(gpu.get("count") or 0)
+    resource = str(gpu.get("resourceName") or "nvidia.com/gpu")
+    limits: dict[str, Any] = {resource: count} if count else {}
+    tolerations = []
+    if count and gpu.get("tolerateTaint", True):
+        tolerations.append({"key": resource, "operator": "Exists", "effect": "NoSchedule"})
+    node_selector = {GPU_PRODUCT_LABEL: str(gpu["product"])} if gpu.get("product") else {}
+    return limits, tolerations, node_selector
+
+
+def statefulset(
+    name: str, namespace: str, spec: dict[str, Any], default_image: str
+) -> dict[str, Any]:
+    gpu_limits, gpu_tolerations, gpu_selector = _gpu(spec)
+    resources = json.loads(json.dumps(spec.get("resources") or {}))
+    if gpu_limits:
+        resources.setdefault("limits", {}).update(gpu_limits)
+    storage = spec.get("storage") or {}
+    probe = {"httpGet": {"path": "/api/version", "port": "ollama"}}
+    container: dict[str, Any] = {
+        "name": "runner",
+        "image": spec.get("image") or default_image,
+        "args": ["serve"],
+        "ports": [
+            {"name": "ollama", "containerPort": OLLAMA_PORT, "protocol": "TCP"},
+            {"name": "dmr", "containerPort": DMR_PORT, "protocol": "TCP"},
+        ],
+        "env": _engine_env(spec.get("engine") or {}),
+        "resources": resources,
+        "volumeMounts": [{"name": "models", "mountPath": STORE_PATH}],
+        "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 150},
+        "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {
+            "httpGet": {"path": "/", "port": "ollama"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 6,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    if spec.get("imagePullPolicy"):
+        container["imagePullPolicy"] = spec["imagePullPolicy"]
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+    }
+    node_selector = {**(spec.get("nodeSelector") or {}), **gpu_selector}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    tolerations = gpu_tolerations + list(spec.get("tolerations") or [])
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    for key in ("affinity", "runtimeClassName"):
+        if spec.get(key):
+            pod_spec[key] = spec[key]
+    sts_spec: dict[str, Any] = {
+        "replicas": int(spec.get("replicas", 1)),
+        "serviceName": headless_name(name),
+        "podManagementPolicy": "Parallel",
+        "selector": {"matchLabels": selector(name)},
+        "template": {"metadata": {"labels": labels(name)}, "spec": pod_spec},
+    }
+    if storage.get("existingClaim"):
+        pod_spec["volumes"] = [
+            {"name": "models", "persistentVolumeClaim": {"claimName": storage["existingClaim"]}}
+        ]
+    else:
+        claim: dict[str, Any] = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": storage.get("size", "20Gi")}},
+        }
+        if storage.get("storageClassName"):
+            claim["storageClassName"] = storage["storageClassName"]
+        sts_spec["volumeClaimTemplates"] = [{"metadata": {"name": "models"}, "spec": claim}]
+    template_hash = hashlib.sha256(json.dumps(sts_spec, sort_keys=True).encode()).hexdigest()[:12]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(name),
+            "annotations": {"modelrunner.io/spec-hash": template_hash},
+        },
+        "spec": sts_spec,
+    }
+
+
+def external_objects(name: str, namespace: str, url: str) -> list[dict[str, Any]]:
+    """A Service with the runner's in-cluster name in front of an existing server: selectorless
+    with an EndpointSlice for an IP address, ExternalName for a host name."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+                "spec": {"type": "ExternalName", "externalName": host, "ports": _ports(port)},
+            }
+        ]
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {"type": "ClusterIP", "ports": _ports(port)},
+    }
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{name}-external",
+            "namespace": namespace,
+            "labels": {**labels(name), "kubernetes.io/service-name": name},
+        },
+        "addressType": "IPv6" if address.version == 6 else "IPv4",
+        "endpoints": [{"addresses": [str(address)], "conditions": {"ready": True}}],
+        "ports": [{"name": p, "port": port, "protocol": "TCP"} for p in ("http", "ollama", "dmr")],
+    }
+    return [svc, slice_]

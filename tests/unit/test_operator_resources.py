@@ -1,0 +1,140 @@
+"""Pure builders of the objects a ModelRunner owns."""
+
+from __future__ import annotations
+
+from modeloperator.conditions import merge, summary
+from modeloperator.instances import Instance, pod_instances
+from modeloperator.plan import ModelView
+from modeloperator.reconcile import InstanceResult, model_status, unschedulable_reason
+from modeloperator.resources import external_objects, headless_service, service, statefulset
+
+
+def test_service_ports_and_selector() -> None:
+    svc = service("model-runner", "ns")
+    assert [(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [
+        ("http", 80, 11434),
+        ("ollama", 11434, 11434),
+        ("dmr", 12434, 12434),
+    ]
+    assert svc["spec"]["selector"] == {
+        "app.kubernetes.io/name": "model-runner",
+        "app.kubernetes.io/instance": "model-runner",
+    }
+    assert headless_service("model-runner", "ns")["spec"]["clusterIP"] == "None"
+
+
+def test_gpu_runner_statefulset() -> None:
+    spec = {
+        "replicas": 2,
+        "gpu": {"count": 1, "product": "NVIDIA-A100-SXM4-80GB"},
+        "engine": {"contextSize": 8192, "parallel": 4},
+        "resources": {"requests": {"cpu": "2", "memory": "8Gi"}},
+        "runtimeClassName": "nvidia",
+    }
+    sts = statefulset("r", "ns", spec, "img:1")
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert sts["spec"]["replicas"] == 2 and sts["spec"]["serviceName"] == "r-pods"
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert container["resources"]["requests"] == {"cpu": "2", "memory": "8Gi"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert pod["runtimeClassName"] == "nvidia"
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MODEL_RUNNER_CONTEXT_SIZE"] == "8192" and env["MODEL_RUNNER_NUM_PARALLEL"] == "4"
+    assert (
+        sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    )
+    assert container["startupProbe"]["httpGet"]["path"] == "/api/version"
+
+
+def test_amd_gpus_and_shared_claim() -> None:
+    spec = {
+        "gpu": {"count": 2, "resourceName": "amd.com/gpu"},
+        "storage": {"existingClaim": "shared"},
+    }
+    sts = statefulset("r", "ns", spec, "img")
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"] == {"amd.com/gpu": 2}
+    assert pod["tolerations"][0]["key"] == "amd.com/gpu"
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "shared"
+    assert "volumeClaimTemplates" not in sts["spec"]
+
+
+def test_cpu_runner_has_no_gpu_toleration() -> None:
+    pod = statefulset("r", "ns", {}, "img")["spec"]["template"]["spec"]
+    assert "tolerations" not in pod and "limits" not in pod["containers"][0]["resources"]
+
+
+def test_spec_edits_change_the_template_hash() -> None:
+    a = statefulset("r", "ns", {"engine": {"contextSize": 1}}, "img")
+    b = statefulset("r", "ns", {"engine": {"contextSize": 2}}, "img")
+    key = "modelrunner.io/spec-hash"
+    assert a["metadata"]["annotations"][key] != b["metadata"]["annotations"][key]
+
+
+def test_external_by_ip_and_by_host() -> None:
+    svc, endpoints = external_objects("ext", "ns", "http://10.1.2.3:11434")
+    assert svc["spec"]["type"] == "ClusterIP" and "selector" not in svc["spec"]
+    assert endpoints["endpoints"][0]["addresses"] == ["10.1.2.3"]
+    assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == "ext"
+    (named,) = external_objects("ext", "ns", "https://ollama.example.com")
+    assert named["spec"] == {
+        **named["spec"],
+        "type": "ExternalName",
+        "externalName": "ollama.example.com",
+    }
+
+
+def test_only_ready_pods_are_instances_and_overrides_win() -> None:
+    ready = {"type": "Ready", "status": "True"}
+    pods = [
+        {"metadata": {"name": "r-1"}, "status": {"podIP": "10.0.0.2", "conditions": [ready]}},
+        {"metadata": {"name": "r-0"}, "status": {"podIP": "10.0.0.1", "conditions": [ready]}},
+        {"metadata": {"name": "r-2"}, "status": {"conditions": []}},
+    ]
+    found = pod_instances("r", "ns", pods, {"ns/r-1": "http://127.0.0.1:9"})
+    assert found == [
+        Instance("r", "r-0", "http://10.0.0.1:11434"),
+        Instance("r", "r-1", "http://127.0.0.1:9"),
+    ]
+
+
+def test_unschedulable_reason_is_reported() -> None:
+    pod = {"status": {"conditions": [{"type": "PodScheduled", "status": "False",
+           "message": "0/3 nodes are available: 2 Insufficient nvidia.com/gpu."}]}}  # fmt: skip
+    assert "Insufficient nvidia.com/gpu" in (unschedulable_reason([pod]) or "")
+
+
+def test_conditions_keep_transition_time_when_unchanged() -> None:
+    first = merge(None, summary(False, True, False, "Pulling", "x", 1))
+    first[0]["lastTransitionTime"] = "2020-01-01T00:00:00Z"
+    again = merge(first, summary(False, True, False, "Pulling", "y", 2))
+    assert again[0]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+    flipped = merge(first, summary(True, False, False, "Ready", "ok", 2))
+    assert flipped[0]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+
+
+def test_model_status_states() -> None:
+    model = ModelView("m", {"source": "reg/a/m:1"}, {})
+    inst = Instance("r", "external", "http://x")
+    ready = InstanceResult(inst, "Ready", digest="ab", show={"details": {"family": "llama"}})
+    status = model_status(model, [ready], 3)
+    assert status["phase"] == "Ready" and status["source"] == "reg/a/m:1"
+    assert status["digest"] == "sha256:ab" and status["details"]["family"] == "llama"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Ready": "True", "Reconciling": "False", "Stalled": "False"}  # fmt: skip
+    down = model_status(model, [InstanceResult(inst, "Unreachable", "connection refused")], 3)
+    assert down["phase"] == "Pending" and "source" not in down
+    ready_cond = next(c for c in down["conditions"] if c["type"] == "Ready")
+    assert (
+        ready_cond["reason"] == "RunnerUnreachable"
+        and "connection refused" in ready_cond["message"]
+    )
+    failed = model_status(
+        model, [InstanceResult(inst, "Failed", "pull model manifest: not found")], 3
+    )
+    assert next(c for c in failed["conditions"] if c["type"] == "Stalled")["status"] == "True"
+    assert model_status(model, [], 3)["conditions"][0]["reason"] == "NoRunner"
