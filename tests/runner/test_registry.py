@@ -44,6 +44,7 @@ DMR_CONFIG = "application/vnd.docker.ai.model.config.v0.1+json"
 DMR_GGUF = "application/vnd.docker.ai.gguf.v3"
 DMR_LICENSE = "application/vnd.docker.ai.license"
 DMR_TEMPLATE = "application/vnd.docker.ai.chat.template.jinja"
+DMR_MMPROJ = "application/vnd.docker.ai.mmproj"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -231,6 +232,7 @@ def test_pull_dmr_artifact_with_models_create(
     gguf = tiny_gguf.read_bytes()
     second_shard = _seeded(32 * KB, 7)
     template = b"{% for m in messages %}{{ m.content }}{% endfor %}"
+    mmproj = _seeded(16 * KB, 8)
     digest, raw = registry.push_artifact(
         "ai/tinydmr",
         "v1",
@@ -241,10 +243,12 @@ def test_pull_dmr_artifact_with_models_create(
             (DMR_GGUF, second_shard),
             (DMR_LICENSE, b"MIT license text"),
             (DMR_TEMPLATE, template),
+            (DMR_MMPROJ, mmproj),
         ],
         layer_annotations=[
             {"org.cncf.model.filepath": "model-00001-of-00002.gguf"},
             {"org.cncf.model.filepath": "model-00002-of-00002.gguf"},
+            {},
             {},
             {},
         ],
@@ -259,9 +263,8 @@ def test_pull_dmr_artifact_with_models_create(
     progress = [x for x in lines if x["type"] == "progress"]
     assert progress and all(x["mode"] == "pull" for x in progress)
     assert {x["layer"]["id"] for x in progress} >= {sha256(gguf), sha256(second_shard)}
-    assert progress[0]["total"] == sum(len(b) for b in (gguf, second_shard, template)) + len(
-        b"MIT license text"
-    ) + len(dmr_config())
+    blobs = (gguf, second_shard, template, mmproj, b"MIT license text", dmr_config())
+    assert progress[0]["total"] == sum(len(b) for b in blobs)
     final = [x for x in progress if x["layer"]["id"] == sha256(gguf)][-1]
     assert final["layer"] == {"id": sha256(gguf), "size": len(gguf), "current": len(gguf)}
 
@@ -280,6 +283,7 @@ def test_pull_dmr_artifact_with_models_create(
     assert entry["details"]["quantization_level"] == "F32"
     show = http.post("/api/show", json={"model": ref}).json()
     assert show["license"] == "MIT license text"
+    assert "vision" in show["capabilities"]  # the mmproj layer is the projector
 
     # The same bytes go back up unchanged (the format is kept), under another repository.
     tagged = http.post(
@@ -609,6 +613,34 @@ def test_stalled_transfer_is_restarted_and_resumed(
         assert http.head(f"/api/blobs/{blob}").status_code == 200
 
 
+def test_client_disconnect_stops_the_pull_and_keeps_the_partial(
+    tmp_path: Path, registry: Registry, fault_proxy: FaultProxy
+) -> None:
+    size = 2 * MB
+    blob = push_random_model(registry, "faults/gone", "v1", size, seed=14)
+    store = tmp_path / "models"
+    name = f"{fault_proxy.host}/faults/gone:v1"
+    one_part = dataclasses.replace(FAST, min_part_size=4 * MB)
+    fault_proxy.reset("pass", rate=1 * MB)  # about two seconds for the blob
+    with running(store, one_part) as http:
+        with http.stream("POST", "/api/pull", json={"model": name, "insecure": True}) as response:
+            for line in response.iter_lines():
+                if json.loads(line).get("completed"):
+                    break  # bytes are moving: hang up
+        time.sleep(0.3)
+        moved = fault_proxy.down
+        time.sleep(0.5)
+        assert fault_proxy.down - moved < 128 * KB  # the download stopped with the client
+        assert moved < size
+        partial = store / "blobs" / f"sha256-{blob[7:]}-partial-state"
+        assert partial.exists() and manifests_in(store) == [] and tags(http) == {}
+        fault_proxy.reset("pass")
+        done = http.post("/api/pull", json={"model": name, "insecure": True, "stream": False})
+        assert done.json() == {"status": "success"}
+        assert fault_proxy.down < size  # resumed
+        assert http.head(f"/api/blobs/{blob}").status_code == 200
+
+
 def test_corrupt_blob_is_refused_and_removed(tmp_path: Path, registry: Registry) -> None:
     blob = push_random_model(registry, "faults/corrupt", "v1", 512 * KB, seed=8)
     data_file = registry.blob_data_path(blob)
@@ -629,7 +661,7 @@ def test_corrupt_blob_is_refused_and_removed(tmp_path: Path, registry: Registry)
             dmr = ndjson(http.post("/models/create", json={"from": name}))
             assert dmr[-1]["type"] == "error" and "digest mismatch" in dmr[-1]["message"]
             assert tags(http) == {} and manifests_in(store) == []
-            assert partials_in(store) == []  # the bad bytes are gone
+            assert not [p for p in partials_in(store) if blob[7:] in p]  # the bad bytes are gone
             assert http.head(f"/api/blobs/{blob}").status_code == 404
     finally:
         data_file.write_bytes(original)

@@ -12,8 +12,8 @@ leaves a half-registered model (partial files stay for the next pull to resume).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass, field
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, Literal
 
 import anyio
@@ -36,6 +36,8 @@ from modelrunner.store.models import ModelStore
 
 __all__ = ["Transfer", "TransferConfig", "TransferEvent", "TransferService"]
 
+log = logging.getLogger(__name__)
+
 SERVICE_KEY = "transfers"
 CONFIG_KEY = "transfer_config"
 PUSH_CONCURRENCY = 4
@@ -48,16 +50,37 @@ _MODEL_LAYER_PREFIXES = (
 Mode = Literal["pull", "push"]
 
 
-@dataclass
 class Transfer:
-    """A started pull or push: iterate :meth:`events` once to carry it out."""
+    """A started pull or push: iterate :attr:`events` once to carry it out. :meth:`cancel` stops
+    its work at once (a client that hung up), even if nobody iterates the events any more."""
 
-    name: ModelName
-    mode: Mode
-    events: AsyncIterator[TransferEvent]
-    #: Filled in as the transfer runs: bytes ``received`` / ``resumed`` (pull), and how many
-    #: blobs were ``uploaded``, ``mounted`` or already ``exists`` (push).
-    stats: dict[str, int] = field(default_factory=dict)
+    def __init__(
+        self,
+        name: ModelName,
+        mode: Mode,
+        body: Callable[[Transfer], AsyncIterator[TransferEvent]],
+    ) -> None:
+        self.name = name
+        self.mode = mode
+        #: Filled in as the transfer runs: bytes ``received`` / ``resumed`` (pull), and how many
+        #: blobs were ``uploaded``, ``mounted`` or already ``exists`` (push).
+        self.stats: dict[str, int] = {}
+        self.cancelled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.events = body(self)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self.cancelled:
+            task.cancel()
+        return task
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        for task in list(self._tasks):
+            task.cancel()
 
     async def run(self) -> TransferEvent:
         """Carry the transfer out without streaming; the last event (``success``)."""
@@ -129,17 +152,18 @@ class TransferService:
         raw = await client.get_manifest()
         manifest = Manifest.parse(raw)
         check_model_artifact(manifest)
-        stats: dict[str, int] = {}
-        events = self._pull_events(client, target, manifest, stats)
-        return Transfer(target.name, "pull", events, stats)
+        return Transfer(
+            target.name, "pull", lambda t: self._pull_events(t, client, target, manifest)
+        )
 
     async def _pull_events(
         self,
+        transfer: Transfer,
         client: RegistryClient,
         target: Endpoint,
         manifest: Manifest,
-        stats: dict[str, int],
     ) -> AsyncIterator[TransferEvent]:
+        stats = transfer.stats
         yield TransferEvent("pulling manifest")
         blobs = _unique([*manifest.layers, manifest.config])
         progress = LayerProgress("pulling", blobs)
@@ -154,7 +178,7 @@ class TransferService:
                     job = self.downloader.start(client, blob)
                     jobs.append(job)
                     progress.track(blob.digest, _completed_of(job))
-                    waits.append(asyncio.create_task(self.downloader.wait(job)))
+                    waits.append(transfer.spawn(self.downloader.wait(job)))
                 async for event in follow(waits, progress, self.config.progress_interval):
                     yield event
             finally:
@@ -167,6 +191,13 @@ class TransferService:
                 self.store.write_manifest, target.name, manifest
             )
         self._remember(target, manifest)
+        log.info(
+            "pulled %s (%s): %d bytes received, %d resumed from partial files",
+            target.name,
+            manifest.digest,
+            stats["received"],
+            stats["resumed"],
+        )
         if removed:
             yield TransferEvent("removing unused layers")
         yield TransferEvent("success", "success")
@@ -196,17 +227,16 @@ class TransferService:
             raise InvalidRequest(f"model {name} is incomplete: blob {missing[0]} is missing")
         client = self._client(target, bearer_token, "pull,push")
         await client.blob_size(manifest.config.digest)  # reach the registry before streaming
-        stats: dict[str, int] = {}
-        events = self._push_events(client, target, manifest, stats)
-        return Transfer(name, "push", events, stats)
+        return Transfer(name, "push", lambda t: self._push_events(t, client, target, manifest))
 
     async def _push_events(
         self,
+        transfer: Transfer,
         client: RegistryClient,
         target: Endpoint,
         manifest: Manifest,
-        stats: dict[str, int],
     ) -> AsyncIterator[TransferEvent]:
+        stats = transfer.stats
         yield TransferEvent("retrieving manifest")
         blobs = _unique([*manifest.layers, manifest.config])
         progress = LayerProgress("pushing", blobs)
@@ -235,7 +265,7 @@ class TransferService:
                 )
             stats[outcome] = stats.get(outcome, 0) + 1
 
-        tasks = [asyncio.create_task(one(blob)) for blob in blobs]
+        tasks = [transfer.spawn(one(blob)) for blob in blobs]
         try:
             async for event in follow(tasks, progress, self.config.progress_interval):
                 yield event
@@ -244,6 +274,7 @@ class TransferService:
         yield TransferEvent("pushing manifest")
         await push_manifest(client, manifest)
         self._remember(target, manifest)
+        log.info("pushed %s (%s): blobs %s", target.name, manifest.digest, stats)
         yield TransferEvent("success", "success")
 
     # -- helpers -------------------------------------------------------------------------------

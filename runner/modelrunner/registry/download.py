@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -232,12 +231,9 @@ class BlobDownload:
             return self.total
         return sum(p.completed for p in self.parts)
 
-    @property
-    def transferred(self) -> bool:
-        """Every byte is here (it may still be being verified)."""
-        return self.phase in ("verifying", "done")
-
-    async def run(self) -> None:
+    async def run(self, previous: asyncio.Task[None] | None = None) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
         if self.blobs.exists(self.digest):
             self.phase = "done"
             return
@@ -434,11 +430,15 @@ class Downloader:
         )
 
     def start(self, client: RegistryClient, descriptor: Descriptor) -> BlobDownload:
-        job = self._jobs.get(descriptor.digest)
-        if job is not None and job.task is not None and not job.task.done():
-            return job
+        old = self._jobs.get(descriptor.digest)
+        previous = old.task if old is not None else None
+        if old is not None and previous is not None and not previous.done():
+            if not previous.cancelling():
+                return old
+        else:
+            previous = None  # a download being cancelled must let go of the partial file first
         job = BlobDownload(self.blobs, client, descriptor, self.config, self.executor)
-        job.task = asyncio.create_task(job.run(), name=f"download {descriptor.digest}")
+        job.task = asyncio.create_task(job.run(previous), name=f"download {descriptor.digest}")
         job.task.add_done_callback(self._finished(descriptor.digest, job))
         self._jobs[descriptor.digest] = job
         return job
@@ -462,11 +462,3 @@ class Downloader:
             job.waiters -= 1
             if job.waiters == 0 and not job.task.done():
                 job.task.cancel()
-
-    def active(self) -> list[BlobDownload]:
-        return list(self._jobs.values())
-
-
-def partial_files(root: Path, digest: str) -> list[Path]:
-    base = blob_filename(digest)
-    return [p for p in (root / (base + PARTIAL_SUFFIX), root / (base + STATE_SUFFIX)) if p.exists()]

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from modelrunner.errors import InvalidRequest, NotFound, Unsupported, UpstreamError
+from modelrunner.errors import (
+    InvalidRequest,
+    ModelRunnerError,
+    NotFound,
+    Unsupported,
+    UpstreamError,
+)
 
 
 class InsecureProtocol(InvalidRequest):
@@ -41,3 +47,12 @@ class UnsupportedArtifact(Unsupported):
     """The reference names something that is not a model (DMR answers 422)."""
 
     status = 422
+
+
+class TransferCancelled(ModelRunnerError):
+    """The caller went away (Ollama's 499 ``request canceled``)."""
+
+    status = 499
+
+    def __init__(self) -> None:
+        super().__init__("request canceled")

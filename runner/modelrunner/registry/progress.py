@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from modelrunner.registry.errors import TransferCancelled
 from modelrunner.store.manifests import Descriptor
 
 EventKind = Literal["status", "layer", "success"]
@@ -73,7 +74,7 @@ async def follow(
     tasks: Collection[asyncio.Future[Any]], progress: LayerProgress, interval: float
 ) -> AsyncIterator[TransferEvent]:
     """Layer events every ``interval`` until every task is done; the first failure is raised
-    (the caller cancels what is left)."""
+    (the caller cancels what is left), :class:`TransferCancelled` if a task was cancelled."""
     pending = set(tasks)
     for event in progress.changed():
         yield event
@@ -84,6 +85,8 @@ async def follow(
         for event in progress.changed():
             yield event
         for task in done:
+            if task.cancelled():
+                raise TransferCancelled()
             error = task.exception()
             if error is not None:
                 raise error

@@ -4,6 +4,8 @@ text, errors during it a ``{"type": "error"}`` line."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -102,10 +104,11 @@ def render(event: TransferEvent, mode: str) -> dict[str, Any] | None:
 def _stream(request: Request, transfer: Transfer) -> StreamingResponse:
     wants_json = "application/json" in request.headers.get("Accept", "")
     media_type = "application/json" if wants_json else "text/plain"
-    return StreamingResponse(_lines(transfer), media_type=media_type)
+    watcher = asyncio.create_task(_cancel_on_hang_up(request, transfer))
+    return StreamingResponse(_lines(transfer, watcher), media_type=media_type)
 
 
-async def _lines(transfer: Transfer) -> AsyncIterator[bytes]:
+async def _lines(transfer: Transfer, watcher: asyncio.Task[None]) -> AsyncIterator[bytes]:
     try:
         async for event in transfer.events:
             message = render(event, transfer.mode)
@@ -115,6 +118,16 @@ async def _lines(transfer: Transfer) -> AsyncIterator[bytes]:
         yield _dumps({"type": "error", "message": exc.message, "mode": transfer.mode})
     except Exception as exc:  # the status line is sent: the error goes in the stream
         yield _dumps({"type": "error", "message": str(exc), "mode": transfer.mode})
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_hang_up(request: Request, transfer: Transfer) -> None:
+    """A client that goes away stops the transfer (partial downloads stay for the next pull)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        transfer.cancel()
 
 
 def _dumps(message: dict[str, Any]) -> bytes:

@@ -3,6 +3,8 @@ service, render its progress as Ollama's NDJSON (or, with ``"stream": false``, t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,7 +45,7 @@ async def pull(request: Request) -> Response:
         raise InvalidRequest("invalid model name") from None
     except ManifestNotFound:
         raise NotFound("pull model manifest: file does not exist") from None
-    return await _respond(transfer, body.stream)
+    return await _respond(request, transfer, body.stream)
 
 
 @router.post("/api/push")
@@ -57,7 +59,7 @@ async def push(request: Request) -> Response:
         raise InvalidRequest("invalid model name") from None
     except ModelNotFound:
         raise NotFound(f'model "{body.ref}" not found') from None
-    return await _respond(transfer, body.stream)
+    return await _respond(request, transfer, body.stream)
 
 
 def render(event: TransferEvent) -> dict[str, Any]:
@@ -72,12 +74,29 @@ def render(event: TransferEvent) -> dict[str, Any]:
     return out
 
 
-async def _respond(transfer: Transfer, stream: bool) -> Response:
+async def _respond(request: Request, transfer: Transfer, stream: bool) -> Response:
+    watcher = asyncio.create_task(_cancel_on_hang_up(request, transfer))
     if not stream:
-        return JSONResponse(render(await transfer.run()))
-    return ndjson_stream(_rendered(transfer.events))
+        try:
+            return JSONResponse(render(await transfer.run()))
+        finally:
+            watcher.cancel()
+    return ndjson_stream(_rendered(transfer.events, watcher))
 
 
-async def _rendered(events: AsyncIterator[TransferEvent]) -> AsyncIterator[dict[str, Any]]:
-    async for event in events:
-        yield render(event)
+async def _rendered(
+    events: AsyncIterator[TransferEvent], watcher: asyncio.Task[None]
+) -> AsyncIterator[dict[str, Any]]:
+    try:
+        async for event in events:
+            yield render(event)
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_on_hang_up(request: Request, transfer: Transfer) -> None:
+    """A client that goes away stops the transfer (partial downloads stay for the next pull)."""
+    with contextlib.suppress(asyncio.CancelledError):
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        transfer.cancel()
