@@ -22,7 +22,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -244,9 +244,9 @@ class BlobDownload:
             self.phase = "downloading"
             pending = [p for p in self.parts if not p.done]
             if pending:
-                await self._check_exists()
+                await self._retrying(self._check_exists)
                 if len(pending) > 1:
-                    await self._resolve_location()
+                    await self._retrying(self._resolve_location)
                 await _first_failure(self._fetch_part(p, partial) for p in pending)
             self.phase = "verifying"
             actual = await anyio.to_thread.run_sync(partial.sha256)
@@ -294,6 +294,17 @@ class BlobDownload:
             if not self.client.is_registry(url):
                 self._location = url
                 return
+
+    async def _retrying(self, step: Callable[[], Awaitable[None]]) -> None:
+        for failures in range(self.config.retries + 1):
+            try:
+                return await step()
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                if failures == self.config.retries:
+                    raise _give_up(self.digest, exc) from exc
+            await asyncio.sleep(min(self.config.backoff * 2**failures, self.config.max_backoff))
 
     async def _fetch_part(self, part: Part, partial: PartialFile) -> None:
         failures = 0
