@@ -7,7 +7,7 @@ Starts Debian's docker-registry on loopback (as the tests do), pushes a DMR arti
 is random bytes, then alternates: ``curl -o FILE`` of the blob, and ``POST /api/pull`` (then delete)
 on a live runner, for the default settings (one range for a blob under 100 MB) and for 8 parallel
 ranges. Each pull writes to disk, hashes, fsyncs and publishes the blob; curl only writes it.
-Medians are reported, and the "Pull throughput" section of BENCHMARKS.md is replaced.
+Medians are reported in the "Pull throughput" section of BENCHMARKS.md (``bench.report``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
 from tests.support.registry import Registry, run_registry  # noqa: E402
 from tests.support.server import LiveServer  # noqa: E402
 
+from bench.report import machine, write_section  # noqa: E402
 from modelrunner.app import create_app  # noqa: E402
 from modelrunner.core.transfer import CONFIG_KEY, TransferConfig  # noqa: E402
 from modelrunner.settings import Settings  # noqa: E402
@@ -114,16 +115,15 @@ def measure(size_mb: int, runs: int) -> dict[str, list[float]]:
     return times
 
 
-def report(times: dict[str, list[float]], size_mb: int, runs: int) -> str:
+def report(times: dict[str, list[float]], size_mb: int, runs: int, started: str) -> str:
     medians = {key: statistics.median(values) for key, values in times.items()}
     speed = {key: size_mb / value for key, value in medians.items()}
     lines = [
         SECTION,
         "",
         f"`bench/bench_pull.py`: a {size_mb} MB blob pulled from a local docker-registry on "
-        f"loopback, median of {runs} runs, measured together in one run "
-        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}).",
+        f"loopback, median of {runs} runs, all measured together in one run ({started}, "
+        f"Python {platform.python_version()}).",
         "",
         "| client | median time | throughput | vs curl |",
         "|---|---|---|---|",
@@ -151,28 +151,17 @@ def report(times: dict[str, list[float]], size_mb: int, runs: int) -> str:
     return "\n".join(lines)
 
 
-def update_benchmarks(section: str, path: Path = ROOT / "BENCHMARKS.md") -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        tail = text[end + 1 :] if end >= 0 else ""
-        text = text[:start] + section + ("\n" + tail if tail else "")
-    path.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=100)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    section = report(measure(args.size_mb, args.runs), args.size_mb, args.runs)
+    started = machine()
+    section = report(measure(args.size_mb, args.runs), args.size_mb, args.runs, started)
     print(section)
     if not args.no_write:
-        update_benchmarks(section)
+        write_section("pull", section)
     return 0
 
 
