@@ -211,3 +211,20 @@ def test_dialect_rendering() -> None:
         "Model pushed successfully",
         "push",
     )
+
+
+def test_docker_config_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "dockercfg"
+    folder.mkdir()
+    auth = base64.b64encode(b"carol:pw").decode()
+    (folder / "config.json").write_text(json.dumps({"auths": {"r.example": {"auth": auth}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(folder))
+    monkeypatch.delenv("MODEL_RUNNER_REGISTRY_AUTH", raising=False)
+    found = CredentialStore.from_environment()
+    assert found.config_path() == folder / "config.json"
+    assert found.lookup("r.example") == Credentials("carol", "pw")
+    explicit = CredentialStore.from_environment(tmp_path / "other.json")
+    assert explicit.lookup("r.example") is None  # the setting wins over $DOCKER_CONFIG
+    monkeypatch.delenv("DOCKER_CONFIG")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert CredentialStore().config_path() == tmp_path / ".docker" / "config.json"
