@@ -64,16 +64,15 @@ KWOK_STAGES="$CACHE_DIR/kwok-stages.yaml"
 # A lock per cluster directory, outside it (down removes the directory).
 LOCK_FILE="${TMPDIR:-/tmp}/modelrunner-cluster-$(printf '%s' "$CLUSTER_DIR" | sha256sum | cut -c1-12).lock"
 
+# LOCK_FD: the open lock file; started daemons must not inherit it.
 with_lock() { # with_lock <file> <command...>
   local file=$1; shift
   mkdir -p "$(dirname "$file")"
-  exec {lock_fd}>"$file"
-  flock "$lock_fd"
+  exec {LOCK_FD}>"$file"
+  flock -w 1800 "$LOCK_FD" || die "another hack/cluster.sh holds $file for 30 minutes"
   "$@"
-  local rc=$?
-  flock -u "$lock_fd"
-  exec {lock_fd}>&-
-  return $rc
+  flock -u "$LOCK_FD"
+  exec {LOCK_FD}>&-
 }
 
 # ---------------------------------------------------------------- binaries
@@ -143,6 +142,7 @@ build_kwok_stages() {
     printf -- '---\n' >>"$tmp"
     cat "$dir/kustomize/stage/$f" >>"$tmp"
   done
+  chmod 644 "$tmp"
   mv "$tmp" "$KWOK_STAGES"
 }
 
@@ -153,7 +153,10 @@ do_build() {
     log "binaries present in $CACHE_BIN"
     return 0
   fi
-  command -v go >/dev/null || die "go is required to build the cluster binaries (apt-get install golang-go)"
+  if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+    PATH=/usr/local/go/bin:$PATH  # the official tarball's place, often not on PATH
+  fi
+  command -v go >/dev/null || die "go (1.21 or newer) is required to build the cluster binaries"
   start=$SECONDS
   mkdir -p "$CACHE_BIN"
   rm -rf "$CACHE_DIR"/build.*  # left by an interrupted build (we hold the lock)
@@ -220,7 +223,7 @@ start_component() { # start_component <name> <args...>
   binary=$(bin_path "$name")
   [[ -x $binary ]] || die "$binary missing; run: hack/cluster.sh build"
   # setsid: the cluster outlives the shell (and the Ctrl-C) that started it.
-  setsid "$binary" "$@" >"$CLUSTER_DIR/logs/$name.log" 2>&1 </dev/null &
+  setsid "$binary" "$@" >"$CLUSTER_DIR/logs/$name.log" 2>&1 </dev/null {LOCK_FD}>&- &
   pid=$!
   echo "$pid" >"$(pid_file "$name")"
   log "started $name (pid $pid)"
@@ -273,6 +276,14 @@ all_running() {
   done
 }
 
+first_stopped() { # prints the first component that is not running
+  local name
+  for name in "${COMPONENTS[@]}"; do
+    component_pid "$name" >/dev/null || { echo "$name"; return 0; }
+  done
+  return 1
+}
+
 any_running() {
   local name
   for name in "${COMPONENTS[@]}"; do
@@ -317,6 +328,7 @@ gen_pki() {
   gen_cert admin "/O=system:masters/CN=kubernetes-admin"
   gen_cert kube-controller-manager "/CN=system:kube-controller-manager"
   gen_cert kube-scheduler "/CN=system:kube-scheduler"
+  gen_cert front-proxy-client "/CN=front-proxy-client"
   # Service-account token signing key pair.
   openssl ecparam -name prime256v1 -genkey -noout -out "$pki/sa.key" 2>/dev/null
   openssl ec -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
@@ -351,6 +363,7 @@ EOF
 
 start_all() {
   local d=$CLUSTER_DIR pki=$CLUSTER_DIR/pki port start=$SECONDS
+  trap abort_start EXIT
   for port in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$SCHEDULER_PORT"; do
     port_in_use "$port" && die "port $HOST:$port is already in use (set CLUSTER_*_PORT to move it)"
   done
@@ -375,9 +388,15 @@ start_all() {
   start_component kube-apiserver \
     --etcd-servers="http://$HOST:$ETCD_PORT" \
     --bind-address=$HOST --advertise-address=$HOST --secure-port="$APISERVER_PORT" \
+    --endpoint-reconciler-type=none \
     --cert-dir="$d/run/apiserver-certs" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
+    --requestheader-client-ca-file="$pki/ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$pki/front-proxy-client.crt" \
+    --proxy-client-key-file="$pki/front-proxy-client.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range=$SERVICE_CIDR \
@@ -415,17 +434,30 @@ start_all() {
     || fail_up kwok
   wait_until 60 "default service account" kubectl_ -n default get serviceaccount default \
     || fail_up kube-controller-manager
-  all_running || fail_up "a component"
+  local dead
+  dead=$(first_stopped) && fail_up "$dead"
+  trap - EXIT
   log "cluster up in $((SECONDS - start))s: export KUBECONFIG=$d/kubeconfig"
 }
 
-fail_up() {
+fail_up() { # fail_up <component>: show its log; the EXIT trap stops the rest
   local name=$1
   log "$name did not come up; last lines of its log:"
-  [[ -f $CLUSTER_DIR/logs/$name.log ]] && tail -n 30 "$CLUSTER_DIR/logs/$name.log" >&2
-  log "logs are in $CLUSTER_DIR/logs; stopping what started"
-  stop_all keep
+  if [[ -f $CLUSTER_DIR/logs/$name.log ]]; then
+    tail -n 30 "$CLUSTER_DIR/logs/$name.log" >&2
+  fi
   exit 1
+}
+
+# EXIT trap while start_all runs: never leave half a cluster behind.
+abort_start() {
+  local rc=$?
+  trap - EXIT
+  if [[ $rc -ne 0 ]]; then
+    log "start failed (exit $rc); logs are in $CLUSTER_DIR/logs; stopping what started"
+    stop_all keep || true
+  fi
+  exit "$rc"
 }
 
 do_up() {

@@ -15,6 +15,8 @@ from modelrunner.settings import Settings
 from tests.support.server import LiveServer
 from tests.support.tiny_model import write_tiny_gguf
 
+pytest_plugins = ["tests.support.cluster"]
+
 
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -36,6 +36,11 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     operator_settings = settings
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        in_cluster = kopf.login_with_service_account(**kwargs)
+        return in_cluster or kopf.login_with_kubeconfig(**kwargs)
+
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo["state"].ctx.kube.api.close()
@@ -59,11 +64,13 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         pending = [r for r in results if r.state != "Deleted"]
         if pending:
             message = "; ".join(f"{r.instance.name}: {r.message}" for r in pending)
-            kopf.warn(body, reason="DeleteRetry", message=message)
+            kopf.event(body, type="Warning", reason="DeleteRetry", message=message)
             raise kopf.TemporaryError(
                 f"model not yet removed everywhere: {message}", delay=interval
             )
-        kopf.info(body, reason="Deleted", message="removed from every runner instance")
+        kopf.event(
+            body, type="Normal", reason="Deleted", message="removed from every runner instance"
+        )
 
     @kopf.on.resume(*runners, registry=registry)
     @kopf.on.create(*runners, registry=registry)
@@ -84,7 +91,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.WARNING
+    settings.posting.level = logging.WARNING  # handler logs; our own Events use kopf.event
     settings.watching.server_timeout = 300
 
 
@@ -99,8 +106,8 @@ def announce(body: kopf.Body, status: dict[str, Any]) -> None:
     )
     message = str(ready.get("message", ""))
     if after == "Failed":
-        kopf.warn(body, reason="Failed", message=message)
+        kopf.event(body, type="Warning", reason="Failed", message=message)
     elif after == "Ready":
-        kopf.info(body, reason="Ready", message=message)
+        kopf.event(body, type="Normal", reason="Ready", message=message)
     elif before in (None, "Ready") and after == "Pending":
-        kopf.info(body, reason="Reconciling", message=message)
+        kopf.event(body, type="Normal", reason="Reconciling", message=message)

@@ -157,7 +157,9 @@ def statefulset(
         "selector": {"matchLabels": selector(name)},
         "template": {"metadata": {"labels": labels(name)}, "spec": pod_spec},
     }
-    if storage.get("existingClaim"):
+    if storage.get("ephemeral"):
+        pod_spec["volumes"] = [{"name": "models", "emptyDir": {}}]
+    elif storage.get("existingClaim"):
         pod_spec["volumes"] = [
             {"name": "models", "persistentVolumeClaim": {"claimName": storage["existingClaim"]}}
         ]

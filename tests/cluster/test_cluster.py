@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,16 +62,19 @@ def gpu_deployment(name: str, gpus: int, tolerate: bool) -> dict[str, Any]:
 
 
 def only_pod(kubectl: Kubectl, namespace: str, app: str) -> dict[str, Any] | None:
-    pods = kubectl.json("get", "pods", "-l", f"app={app}", namespace=namespace)["items"]
+    pods: list[dict[str, Any]] = kubectl.json(
+        "get", "pods", "-l", f"app={app}", namespace=namespace
+    )["items"]
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     return live[0] if len(live) == 1 else None
 
 
-def condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The condition of that type; an empty dict when there is none."""
     for cond in obj.get("status", {}).get("conditions", []):
         if cond["type"] == kind:
-            return cond
-    return None
+            return dict(cond)
+    return {}
 
 
 def unschedulable_pod(kubectl: Kubectl, namespace: str, app: str) -> dict[str, Any] | None:
@@ -84,13 +88,14 @@ def unschedulable_pod(kubectl: Kubectl, namespace: str, app: str) -> dict[str, A
 
 
 def failed_scheduling_events(kubectl: Kubectl, namespace: str, pod: str) -> list[dict[str, Any]]:
-    return kubectl.json(
+    events: list[dict[str, Any]] = kubectl.json(
         "get",
         "events",
         "--field-selector",
         f"involvedObject.kind=Pod,involvedObject.name={pod},reason=FailedScheduling",
         namespace=namespace,
     )["items"]
+    return events
 
 
 def assert_stays_pending(kubectl: Kubectl, namespace: str, app: str) -> dict[str, Any]:
@@ -126,7 +131,9 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def cluster_script(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+def cluster_script(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", str(CLUSTER_SCRIPT), *args],
         capture_output=True,
@@ -166,10 +173,12 @@ def processes_mentioning(text: str) -> list[tuple[int, str]]:
 # --------------------------------------------------------------------------- GPU scheduling
 
 
-def test_gpu_deployment_runs_on_a_gpu_node(kubectl, namespace, gpu_nodes):
+def test_gpu_deployment_runs_on_a_gpu_node(
+    kubectl: Kubectl, namespace: str, gpu_nodes: list[str]
+) -> None:
     kubectl.apply(gpu_deployment("gpu-ok", gpus=1, tolerate=True), namespace=namespace)
 
-    def running_pod():
+    def running_pod() -> dict[str, Any] | None:
         pod = only_pod(kubectl, namespace, "gpu-ok")
         return pod if pod and pod["status"].get("phase") == "Running" else None
 
@@ -177,16 +186,20 @@ def test_gpu_deployment_runs_on_a_gpu_node(kubectl, namespace, gpu_nodes):
     assert pod["spec"]["nodeName"] in gpu_nodes
     assert condition(pod, "Ready")["status"] == "True"
     wait_for(
-        lambda: kubectl.json("get", "deployment", "gpu-ok", namespace=namespace)["status"].get(
-            "availableReplicas"
-        )
-        == 1,
+        lambda: (
+            kubectl.json("get", "deployment", "gpu-ok", namespace=namespace)["status"].get(
+                "availableReplicas"
+            )
+            == 1
+        ),
         timeout=60,
         message="deployment gpu-ok to have 1 available replica",
     )
 
 
-def test_gpu_pod_without_toleration_stays_pending(kubectl, namespace, gpu_nodes):
+def test_gpu_pod_without_toleration_stays_pending(
+    kubectl: Kubectl, namespace: str, gpu_nodes: list[str]
+) -> None:
     kubectl.apply(gpu_deployment("no-toleration", gpus=1, tolerate=False), namespace=namespace)
     result = assert_stays_pending(kubectl, namespace, "no-toleration")
     message = condition(result["pod"], "PodScheduled")["message"]
@@ -194,7 +207,9 @@ def test_gpu_pod_without_toleration_stays_pending(kubectl, namespace, gpu_nodes)
     assert all(e["reason"] == "FailedScheduling" for e in result["events"])
 
 
-def test_pod_asking_for_nine_gpus_stays_pending(kubectl, namespace, gpu_nodes):
+def test_pod_asking_for_nine_gpus_stays_pending(
+    kubectl: Kubectl, namespace: str, gpu_nodes: list[str]
+) -> None:
     kubectl.apply(gpu_deployment("too-many", gpus=9, tolerate=True), namespace=namespace)
     result = assert_stays_pending(kubectl, namespace, "too-many")
     message = condition(result["pod"], "PodScheduled")["message"]
@@ -210,7 +225,7 @@ FINALIZER = "test.modelrunner.io/hold"
 
 
 @pytest.fixture(scope="module")
-def widget_crd(kube_cluster: KubeCluster):
+def widget_crd(kube_cluster: KubeCluster) -> Iterator[str]:
     """A throwaway namespaced CRD in a group of its own; yields its resource name."""
     kubectl = kube_cluster.kubectl
     group = f"g{uuid.uuid4().hex[:8]}.test.modelrunner.io"
@@ -279,7 +294,9 @@ def with_group(obj: dict[str, Any], crd: str) -> dict[str, Any]:
     return {**obj, "apiVersion": crd.split(".", 1)[1] + "/v1"}
 
 
-def test_cel_rule_rejects_bad_object_with_its_message(kubectl, namespace, widget_crd):
+def test_cel_rule_rejects_bad_object_with_its_message(
+    kubectl: Kubectl, namespace: str, widget_crd: str
+) -> None:
     bad = with_group(widget("bad", min_replicas=3, max_replicas=1), widget_crd)
     proc = kubectl.create(bad, namespace=namespace, check=False)
     assert proc.returncode != 0
@@ -297,13 +314,16 @@ def test_cel_rule_rejects_bad_object_with_its_message(kubectl, namespace, widget
         )  # fmt: skip
 
 
-def test_status_subresource_separates_status_from_spec(kubectl, namespace, widget_crd):
+def test_status_subresource_separates_status_from_spec(
+    kubectl: Kubectl, namespace: str, widget_crd: str
+) -> None:
     obj = with_group(widget("w", min_replicas=1, max_replicas=2), widget_crd)
     obj["status"] = {"phase": "FromCreate"}
     kubectl.create(obj, namespace=namespace)
 
-    def get():
-        return kubectl.json("get", widget_crd, "w", namespace=namespace)
+    def get() -> dict[str, Any]:
+        obj: dict[str, Any] = kubectl.json("get", widget_crd, "w", namespace=namespace)
+        return obj
 
     created = get()
     assert "status" not in created or "phase" not in created["status"]  # dropped on create
@@ -332,7 +352,9 @@ def test_status_subresource_separates_status_from_spec(kubectl, namespace, widge
     assert after_status["metadata"]["generation"] == generation + 1
 
 
-def test_finalizer_holds_deletion_until_removed(kubectl, namespace, widget_crd):
+def test_finalizer_holds_deletion_until_removed(
+    kubectl: Kubectl, namespace: str, widget_crd: str
+) -> None:
     obj = with_group(widget("held", 1, 1, finalizers=[FINALIZER]), widget_crd)
     kubectl.create(obj, namespace=namespace)
 
@@ -371,7 +393,7 @@ def test_finalizer_holds_deletion_until_removed(kubectl, namespace, widget_crd):
 # --------------------------------------------------------------------------- tools
 
 
-def test_server_reports_a_release_version(kubectl, kube_cluster):
+def test_server_reports_a_release_version(kubectl: Kubectl, kube_cluster: KubeCluster) -> None:
     info = kubectl.json("version")
     server = info["serverVersion"]
     assert server["major"] and server["minor"], server
@@ -380,7 +402,9 @@ def test_server_reports_a_release_version(kubectl, kube_cluster):
         assert server["gitVersion"] == info["clientVersion"]["gitVersion"]
 
 
-def test_helm_installs_and_uninstalls_a_chart(kube_cluster, kubectl, namespace, tmp_path):
+def test_helm_installs_and_uninstalls_a_chart(
+    kube_cluster: KubeCluster, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
     helm = kube_cluster.helm
     if not helm:
         pytest.skip("helm is not built (hack/cluster.sh build) and not on PATH")
@@ -421,7 +445,7 @@ def test_helm_installs_and_uninstalls_a_chart(kube_cluster, kubectl, namespace, 
 # --------------------------------------------------------------------------- hack/cluster.sh
 
 
-def test_up_on_a_running_cluster_is_a_fast_no_op(kube_cluster):
+def test_up_on_a_running_cluster_is_a_fast_no_op(kube_cluster: KubeCluster) -> None:
     if kube_cluster.external:
         pytest.skip("KUBECONFIG names an external cluster, not hack/cluster.sh's")
     before = pid_files(CLUSTER_DIR)
@@ -436,7 +460,9 @@ def test_up_on_a_running_cluster_is_a_fast_no_op(kube_cluster):
     kube_cluster.kubectl("get", "--raw", "/readyz")
 
 
-def test_second_cluster_lifecycle_leaves_nothing_behind(kube_cluster, tmp_path):
+def test_second_cluster_lifecycle_leaves_nothing_behind(
+    kube_cluster: KubeCluster, tmp_path: Path
+) -> None:
     """A second cluster (own directory and ports): up, up again, status, down."""
     if cluster_script("path", "kube-apiserver").returncode != 0:
         pytest.skip("cluster binaries are not built (hack/cluster.sh build)")

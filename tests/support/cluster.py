@@ -5,8 +5,9 @@ Register it with ``pytest_plugins = ["tests.support.cluster"]``. It provides:
 - ``kube_cluster`` (session): a reachable cluster. A working ``KUBECONFIG`` is
   used as is; otherwise ``hack/cluster.sh up`` starts the local cluster (building
   its binaries on first use) and ``KUBECONFIG`` is set to ``.cluster/kubeconfig``.
-  A cluster this session started is stopped at the end of the session, unless
-  ``MODELRUNNER_KEEP_CLUSTER=1`` (then the next session reuses it at once).
+  A cluster that a pytest session started is stopped by the last session using
+  it, unless ``MODELRUNNER_KEEP_CLUSTER=1`` (then the next session reuses it at
+  once); one started by hand (``make cluster``) is left running.
 - ``kubectl``: a :class:`Kubectl` bound to that cluster.
 - ``namespace``: a fresh namespace per test, deleted afterwards.
 - ``gpu_nodes``: names of the fake GPU nodes; skips the test when there are none.
@@ -15,6 +16,9 @@ Register it with ``pytest_plugins = ["tests.support.cluster"]``. It provides:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import re
@@ -56,7 +60,7 @@ class WaitTimeout(AssertionError):
 
 
 def wait_for(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     timeout: float = 60.0,
     interval: float = 0.5,
     message: str | Callable[[], str] = "condition",
@@ -70,13 +74,14 @@ def wait_for(
     ``message`` may be a callable, evaluated only on timeout (to add state).
     """
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while True:
         try:
-            last = predicate()
-            if last:
-                return last
-        except ignore as exc:  # type: ignore[misc]
+            value = predicate()
+            if value:
+                return value
+            last = value
+        except ignore as exc:
             last = exc
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -259,31 +264,94 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the cluster binaries before any test runs, when a test needs them.
+
+    A cold build takes about 20 minutes; done here it is not charged to the first
+    test's setup (and its pytest-timeout).
+    """
+    if session.config.option.collectonly:
+        return
+    if not any("kube_cluster" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    env_kubeconfig = os.environ.get("KUBECONFIG")
+    if env_kubeconfig and _reachable(env_kubeconfig, find_binary("kubectl")):
+        return
+    _cluster_script("build", timeout=UP_TIMEOUT)
+
+
+# Pytest sessions sharing the local cluster (other terminals, xdist workers) each
+# hold a lease file named after their pid in .cluster/run/sessions/. The cluster
+# is stopped by the last session to leave, and only if a pytest session started
+# it (a cluster from `hack/cluster.sh up` / `make cluster` is left running).
+SESSIONS_DIR = CLUSTER_DIR / "run" / "sessions"
+STARTED_BY_PYTEST = CLUSTER_DIR / "run" / "started-by-pytest"
+_SESSIONS_LOCK = Path(
+    os.environ.get("TMPDIR", "/tmp"),
+    "modelrunner-cluster-sessions-"
+    + hashlib.sha256(str(CLUSTER_DIR).encode()).hexdigest()[:12]
+    + ".lock",
+)
+
+
+@contextlib.contextmanager
+def _sessions_lock() -> Iterator[None]:
+    with _SESSIONS_LOCK.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _other_live_sessions() -> list[int]:
+    if not SESSIONS_DIR.is_dir():
+        return []
+    pids = [int(p.name) for p in SESSIONS_DIR.iterdir() if p.name.isdigit()]
+    return [pid for pid in pids if pid != os.getpid() and _pid_alive(pid)]
+
+
 @pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[KubeCluster]:
     env_kubeconfig = os.environ.get("KUBECONFIG")
-    if env_kubeconfig and _reachable(env_kubeconfig, find_binary("kubectl")):
-        ours = _same_file(env_kubeconfig, LOCAL_KUBECONFIG)
+    if (
+        env_kubeconfig
+        and not _same_file(env_kubeconfig, LOCAL_KUBECONFIG)
+        and _reachable(env_kubeconfig, find_binary("kubectl"))
+    ):
         yield KubeCluster(
             kubeconfig=env_kubeconfig,
             kubectl=Kubectl(env_kubeconfig),
-            external=not ours,
+            external=True,
             started_here=False,
         )
         return
 
-    already_up = LOCAL_KUBECONFIG.exists() and _reachable(
-        str(LOCAL_KUBECONFIG), find_binary("kubectl")
-    )
-    _cluster_script("up", timeout=UP_TIMEOUT)
-    started_here = not already_up
+    lease = SESSIONS_DIR / str(os.getpid())
+    with _sessions_lock():
+        already_up = LOCAL_KUBECONFIG.exists() and _reachable(
+            str(LOCAL_KUBECONFIG), find_binary("kubectl")
+        )
+        _cluster_script("up", timeout=UP_TIMEOUT)
+        SESSIONS_DIR.mkdir(parents=True, exist_ok=True)
+        lease.touch()
+        if not already_up:
+            STARTED_BY_PYTEST.touch()
     os.environ["KUBECONFIG"] = str(LOCAL_KUBECONFIG)
     try:
         yield KubeCluster(
             kubeconfig=str(LOCAL_KUBECONFIG),
             kubectl=Kubectl(str(LOCAL_KUBECONFIG)),
             external=False,
-            started_here=started_here,
+            started_here=not already_up,
         )
     finally:
         if env_kubeconfig is None:
@@ -291,9 +359,10 @@ def kube_cluster() -> Iterator[KubeCluster]:
         else:
             os.environ["KUBECONFIG"] = env_kubeconfig
         keep = os.environ.get("MODELRUNNER_KEEP_CLUSTER", "") not in ("", "0", "false")
-        # Several xdist workers share one cluster: none of them may stop it.
-        if started_here and not keep and "PYTEST_XDIST_WORKER" not in os.environ:
-            _cluster_script("down", timeout=120)
+        with _sessions_lock():
+            lease.unlink(missing_ok=True)
+            if not keep and STARTED_BY_PYTEST.exists() and not _other_live_sessions():
+                _cluster_script("down", timeout=120)
 
 
 @pytest.fixture
