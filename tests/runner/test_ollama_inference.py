@@ -165,7 +165,7 @@ def test_logprobs(api: httpx.Client) -> None:
             },
             400,
             "registry.ollama.ai/library/gemma3:270m does not support tools",
-        ),  # fmt: skip
+        ),
         (
             "/api/generate",
             {"prompt": "x", "images": ["aGk="]},
@@ -183,7 +183,7 @@ def test_logprobs(api: httpx.Client) -> None:
             {"prompt": "x", "raw": True, "system": "s"},
             400,
             "raw mode does not support template, system, or context",
-        ),  # fmt: skip
+        ),
         ("/api/generate", {"prompt": "x", "format": "xml"}, 400, 'invalid format: "xml"'),
         (
             "/api/generate",
@@ -196,7 +196,7 @@ def test_logprobs(api: httpx.Client) -> None:
             {"prompt": "x", "options": {"temperature": "hot"}},
             400,
             'option "temperature" must be of type float',
-        ),  # fmt: skip
+        ),
         ("/api/generate", {"model": "nope", "prompt": "x"}, 404, "model 'nope' not found"),
         ("/api/chat", {"model": "", "messages": []}, 400, "model is required"),
         ("/api/embed", {"input": 5}, 400, "invalid input type"),
