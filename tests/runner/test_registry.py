@@ -621,17 +621,18 @@ def test_client_disconnect_stops_the_pull_and_keeps_the_partial(
     store = tmp_path / "models"
     name = f"{fault_proxy.host}/faults/gone:v1"
     one_part = dataclasses.replace(FAST, min_part_size=4 * MB)
-    fault_proxy.reset("pass", rate=1 * MB)  # about two seconds for the blob
+    fault_proxy.reset("pass", rate=512 * KB)  # about four seconds for the blob
     with running(store, one_part) as http:
         with http.stream("POST", "/api/pull", json={"model": name, "insecure": True}) as response:
             for line in response.iter_lines():
                 if json.loads(line).get("completed"):
                     break  # bytes are moving: hang up
-        time.sleep(0.3)
-        moved = fault_proxy.down
-        time.sleep(0.5)
-        assert fault_proxy.down - moved < 128 * KB  # the download stopped with the client
-        assert moved < size
+        moved, deadline = -1, time.monotonic() + 5
+        while fault_proxy.down != moved and time.monotonic() < deadline:
+            moved = fault_proxy.down
+            time.sleep(0.3)
+        assert fault_proxy.down == moved  # the download stopped with the client...
+        assert moved < size * 0.75  # ...long before the blob was complete
         partial = store / "blobs" / f"sha256-{blob[7:]}-partial-state"
         assert partial.exists() and manifests_in(store) == [] and tags(http) == {}
         fault_proxy.reset("pass")
@@ -673,9 +674,9 @@ def test_concurrent_pulls_share_one_download(
     size = 2 * MB
     blob = push_random_model(registry, "shared/model", "v1", size, seed=9)
     name = f"{fault_proxy.host}/shared/model:v1"
-    fault_proxy.reset("pass", rate=4 * MB)  # about half a second for the blob
+    fault_proxy.reset("pass", rate=2 * MB)  # about a second for the blob, in one range
     results: list[list[dict[str, Any]]] = []
-    with running(tmp_path / "models") as http:
+    with running(tmp_path / "models", dataclasses.replace(FAST, min_part_size=4 * MB)) as http:
 
         def pull() -> None:
             response = http.post("/api/pull", json={"model": name, "insecure": True})
