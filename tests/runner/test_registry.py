@@ -543,7 +543,9 @@ def test_basic_auth_and_redirect_to_blob_storage(
         with running(tmp_path / "anonymous", docker_config=empty) as http:
             refused = http.post("/api/pull", json={"model": name, "insecure": True})
             assert refused.status_code == 401
-            assert "unauthorized" in refused.json()["error"]
+            assert refused.json() == {
+                "error": "pull model manifest: unauthorized: authentication required"
+            }
         monkeypatch.setenv(
             "MODEL_RUNNER_REGISTRY_AUTH", json.dumps({front.host: f"{TEST_USER}:{TEST_PASSWORD}"})
         )

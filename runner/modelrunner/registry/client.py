@@ -145,9 +145,12 @@ class RegistryClient:
         """The manifest bytes for ``reference`` (the tag by default). An index is resolved to
         the model artifact it lists."""
         ref = reference or self.endpoint.tag
-        response = await self.send(
-            "GET", self.url(f"manifests/{ref}"), headers={"Accept": MANIFEST_ACCEPT}
-        )
+        try:
+            response = await self.send(
+                "GET", self.url(f"manifests/{ref}"), headers={"Accept": MANIFEST_ACCEPT}
+            )
+        except RegistryUnauthorized as exc:  # the challenge could not be answered
+            raise RegistryUnauthorized(f"pull model manifest: {exc.message}") from None
         if response.status_code == 404:
             raise ManifestNotFound(str(self.endpoint.name))
         raise_for_status(response, "pull model manifest")
