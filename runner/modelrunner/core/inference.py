@@ -151,7 +151,10 @@ class InferenceService:
             await stack.aclose()
             raise
         self.metrics.requests.labels(name, req.api, "chat" if req.is_chat else "generate").inc()
-        return Session(self, req, record, lease, stack, generation, tokens, opts, think, started)
+        opened = bool(think) and text.rstrip().endswith("<think>")
+        return Session(
+            self, req, record, lease, stack, generation, tokens, opts, think, opened, started
+        )
 
     def _prompt(
         self, record: ModelRecord, req: InferenceRequest, think: bool | str | None, model: Any
@@ -230,7 +233,7 @@ class Session:
     def __init__(
         self, service: InferenceService, req: InferenceRequest, record: ModelRecord, lease: Lease,
         stack: contextlib.AsyncExitStack, generation: Generation, prompt: list[int],
-        opts: dict[str, Any], think: bool | str | None, started: int,
+        opts: dict[str, Any], think: bool | str | None, think_opened: bool, started: int,
     ) -> None:  # fmt: skip
         self.service = service
         self.req = req
@@ -241,9 +244,7 @@ class Session:
         self.prompt = prompt
         self.started = started
         self.stops = StopMatcher(list({*DEFAULTS["stop"], *opts.get("stop", [])}))
-        self.thinking = (
-            ThinkingSplitter(starts_inside=_opens_think(service, prompt, lease)) if think else None
-        )
+        self.thinking = ThinkingSplitter(starts_inside=think_opened) if think else None
         names = [str((t.get("function") or {}).get("name", "")) for t in req.tools or []]
         self.tools = ToolCallParser(names) if names else None
         self.output: list[int] = []
@@ -323,11 +324,6 @@ class Session:
         )
         context = None if self.req.raw or self.req.is_chat else self.prompt + self.output
         return Chunk(done=True, done_reason=reason, timings=timings, context=context)
-
-
-def _opens_think(service: InferenceService, prompt: list[int], lease: Lease) -> bool:
-    tail = lease.runner.model.detokenize(prompt[-4:]) if prompt else ""
-    return tail.rstrip().endswith("<think>")
 
 
 def _logprob_entry(out: TokenOut) -> dict[str, Any]:

@@ -132,7 +132,7 @@ class ToolCallParser:
                 return out, []
             self.mode = "calls"
         calls = parse_tool_calls(self.buffer, self.names)
-        if calls and _balanced(self.buffer):
+        if calls and _balanced(self.buffer) and _closed(stripped):
             self.buffer = ""
             self.mode = "undecided"
             return "", calls
@@ -148,6 +148,14 @@ def _could_be_call(text: str) -> bool:
     if text[0] in "{[":
         return True
     return any(w.startswith(text[: len(w)]) or text.startswith(w) for w, _ in _WRAPPERS)
+
+
+def _closed(text: str) -> bool:
+    """A call opened with a tag that has a closing tag is complete only once that tag came."""
+    for opener, closer in _WRAPPERS:
+        if closer and text.startswith(opener):
+            return closer in text
+    return True
 
 
 def _balanced(text: str) -> bool:
