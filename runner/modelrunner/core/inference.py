@@ -122,6 +122,10 @@ class InferenceService:
             raise Unsupported(f"{record.name} does not support tools")
         if req.images and "vision" not in caps:
             raise Unsupported(f'"{name}" does not support images')
+        if req.images:
+            # The projector is stored and reported, but the engine does not run it yet: refuse
+            # rather than answer as if the image had been seen.
+            raise Unsupported("image input is not supported by this runner yet")
         if req.suffix and "insert" not in caps:
             raise Unsupported(f'"{name}" does not support insert')
         think = req.think
