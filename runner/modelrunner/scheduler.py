@@ -206,6 +206,15 @@ class Scheduler:
                 runner.keep_alive = 0
         return count
 
+    async def unload_idle(self, digests: set[str] | None = None) -> int:
+        """Unload the idle runners of ``digests`` (all models when None); busy ones stay (DMR)."""
+        count = 0
+        for key, runner in list(self.runners.items()):
+            if (digests is None or key[0] in digests) and runner.idle:
+                await self._unload(key)
+                count += 1
+        return count
+
     async def reap(self) -> None:
         now = self.clock()
         for key, runner in list(self.runners.items()):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -11,7 +13,9 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
+from modelrunner.core.inference import Session
 from modelrunner.core.models import ModelService
+from modelrunner.core.types import Chunk
 from modelrunner.errors import InvalidRequest, ModelRunnerError
 from modelrunner.settings import Settings
 
@@ -79,3 +83,31 @@ def error_route(render: ErrorRenderer) -> type[APIRoute]:
             return guarded
 
     return DialectRoute
+
+
+async def collect(request: Request, session: Session) -> Chunk:
+    """Non-streaming answers: merge every chunk of ``session`` into its final one (timings,
+    done_reason) and stop generating if the client goes away meanwhile."""
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, session))
+    merged = Chunk()
+    final = Chunk(done=True)
+    try:
+        async for chunk in session.chunks():
+            merged.content += chunk.content
+            merged.thinking += chunk.thinking
+            merged.tool_calls += chunk.tool_calls
+            merged.logprobs += chunk.logprobs
+            if chunk.done:
+                final = chunk
+    finally:
+        watcher.cancel()
+    final.content, final.thinking = merged.content, merged.thinking
+    final.tool_calls, final.logprobs = merged.tool_calls, merged.logprobs
+    return final
+
+
+async def _cancel_on_disconnect(request: Request, session: Session) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        session.cancel()

@@ -1,7 +1,152 @@
-"""OpenAI-compatible routes."""
+"""OpenAI-compatible routes, mounted at ``/v1`` (Ollama's names) and at ``/engines/v1`` and
+``/engines/{backend}/v1`` (DMR's names). Each route parses, converts, calls the core, renders."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Protocol, TypeVar
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from modelrunner.api.common import collect, read_model, services
+from modelrunner.api.openai import convert
+from modelrunner.api.openai.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+)
+from modelrunner.api.openai.wire import OpenAIRoute, sse_stream
+from modelrunner.core.inference import InferenceService, Session
+from modelrunner.core.types import Chunk
+from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
+from modelrunner.names import Dialect
+
+T = TypeVar("T")
+BACKENDS = ("llama.cpp",)
+
+api = APIRouter(route_class=OpenAIRoute)
+
+
+class Renderer(Protocol):
+    def start(self) -> list[dict[str, Any]]: ...
+
+    def feed(self, chunk: Chunk) -> list[dict[str, Any]]: ...
+
+
+def inference(request: Request) -> InferenceService:
+    svc: InferenceService = services(request).extra["inference"]
+    return svc
+
+
+def dialect_of(request: Request) -> Dialect:
+    """``/v1`` reads names as Ollama does; ``/engines[/{backend}]/v1`` as DMR does."""
+    if not request.url.path.startswith("/engines/"):
+        return Dialect.OLLAMA
+    if request.path_params.get("backend", BACKENDS[0]) not in BACKENDS:
+        raise NotFound("backend not found")
+    return Dialect.DMR
+
+
+async def found(ref: str, awaitable: Awaitable[T]) -> T:
+    """Unknown or malformed names are OpenAI's 404 ``model "x" not found``."""
+    try:
+        return await awaitable
+    except (ModelNotFound, InvalidName):
+        raise NotFound(f'model "{ref}" not found') from None
+
+
+def meta(prefix: str, model: str, include_usage: bool) -> convert.Meta:
+    # Ollama numbers responses chatcmpl-0..998; clients treat the id as opaque.
+    return convert.Meta(
+        f"{prefix}-{secrets.randbelow(999)}", int(time.time()), model, include_usage
+    )
+
+
+async def events(session: Session, renderer: Renderer) -> AsyncIterator[dict[str, Any]]:
+    for item in renderer.start():
+        yield item
+    async for chunk in session.chunks():
+        for item in renderer.feed(chunk):
+            yield item
+
+
+@api.get("/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    dialect = dialect_of(request)
+    models = services(request).models
+    data: dict[str, dict[str, Any]] = {}
+    for record in await models.list_models():
+        if dialect is Dialect.OLLAMA:
+            data[record.display()] = convert.model_object(record, dialect)
+        elif record.manifest.digest not in data:
+            tags = [n.display(Dialect.DMR) for n in models.tags_of(record)]
+            data[record.manifest.digest] = convert.model_object(record, dialect, tags)
+    return {"object": "list", "data": list(data.values())}
+
+
+@api.get("/models/{model:path}")
+async def get_model(model: str, request: Request) -> dict[str, Any]:
+    dialect = dialect_of(request)
+    models = services(request).models
+    record = await found(model, models.get(model, dialect))
+    tags = [n.display(Dialect.DMR) for n in models.tags_of(record)]
+    return convert.model_object(record, dialect, tags)
+
+
+@api.post("/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    dialect = dialect_of(request)
+    body = await read_model(request, ChatCompletionRequest)
+    if not body.model:
+        raise InvalidRequest("model is required")
+    if request.headers.get("x-preload-only", "").lower() == "true":
+        await found(body.model, inference(request).preload(body.model, dialect, None))
+        return Response(status_code=200)
+    req = convert.chat_request(body, dialect)
+    session = await found(body.model, inference(request).open(req))
+    info = meta("chatcmpl", body.model, body.include_usage)
+    if body.stream:
+        return sse_stream(events(session, convert.ChatStream(info)))
+    return JSONResponse(convert.chat_completion(info, await collect(request, session)))
+
+
+@api.post("/completions")
+async def completions(request: Request) -> Response:
+    dialect = dialect_of(request)
+    body = await read_model(request, CompletionRequest)
+    if not body.model:
+        raise InvalidRequest("model is required")
+    session = await found(
+        body.model, inference(request).open(convert.completion_request(body, dialect))
+    )
+    info = meta("cmpl", body.model, body.include_usage)
+    if body.stream:
+        return sse_stream(events(session, convert.CompletionStream(info)))
+    return JSONResponse(convert.completion(info, await collect(request, session)))
+
+
+@api.post("/embeddings")
+async def embeddings(request: Request) -> dict[str, Any]:
+    dialect = dialect_of(request)
+    body = await read_model(request, EmbeddingRequest)
+    if not body.model:
+        raise InvalidRequest("model is required")
+    inputs = convert.embedding_inputs(body.input)
+    fmt = convert.encoding_format(body.encoding_format)
+    if body.dimensions is not None and body.dimensions < 1:
+        raise InvalidRequest("dimensions must be a positive integer")
+    result = await found(
+        body.model, inference(request).embed(body.model, inputs, dialect=dialect, api="openai")
+    )
+    return convert.embeddings(
+        body.model, result.vectors, result.prompt_tokens, fmt, body.dimensions
+    )
+
 
 router = APIRouter()
+router.include_router(api, prefix="/v1")
+router.include_router(api, prefix="/engines/v1")
+router.include_router(api, prefix="/engines/{backend}/v1")

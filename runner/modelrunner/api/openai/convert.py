@@ -1,0 +1,438 @@
+"""Pure conversions between OpenAI's wire format and the dialect-neutral core.
+
+Requests follow Ollama's compatibility layer (``openai/openai.go``): ``temperature`` and ``top_p``
+default to 1.0 and override the Modelfile, ``response_format`` becomes ``format``, reasoning
+effort becomes ``think``. Responses are OpenAI's objects built from core ``Chunk`` values.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from modelrunner.api.openai.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ContentPart,
+    ImageURL,
+    Message,
+    ResponseFormat,
+    SamplingFields,
+)
+from modelrunner.core.inference import normalize
+from modelrunner.core.textstream import ToolCall
+from modelrunner.core.types import Chunk, InferenceRequest, Timings
+from modelrunner.errors import InvalidRequest
+from modelrunner.names import Dialect
+from modelrunner.store.records import ModelRecord
+
+SYSTEM_FINGERPRINT = "fp_modelrunner"
+_DATA_URL = re.compile(r"^data:(?:image/(?:jpeg|jpg|png|webp))?;base64,(.*)$", re.DOTALL)
+_EFFORTS: dict[str, bool | str] = {
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "xhigh": "max",
+    "ultra": "max",
+    "max": "max",
+}
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+
+def sampling_options(body: SamplingFields, max_tokens: int | None) -> dict[str, Any]:
+    """Ollama options for the shared sampling fields; absent temperature/top_p mean 1.0."""
+    options: dict[str, Any] = {
+        "temperature": 1.0 if body.temperature is None else body.temperature,
+        "top_p": 1.0 if body.top_p is None else body.top_p,
+    }
+    if body.stop is not None:
+        options["stop"] = [body.stop] if isinstance(body.stop, str) else list(body.stop)
+    if max_tokens is not None:
+        options["num_predict"] = max_tokens
+    if body.seed is not None:
+        options["seed"] = body.seed
+    if body.frequency_penalty is not None:
+        options["frequency_penalty"] = body.frequency_penalty
+    if body.presence_penalty is not None:
+        options["presence_penalty"] = body.presence_penalty
+    return options
+
+
+def response_format(value: ResponseFormat | None) -> Any:
+    """``json_object`` -> ``"json"``; ``json_schema.schema`` -> the schema; ``text`` -> none."""
+    if value is None or value.type == "text":
+        return None
+    if value.type == "json_object":
+        return "json"
+    if value.type == "json_schema":
+        if value.json_schema is None or value.json_schema.schema_ is None:
+            raise InvalidRequest("response_format json_schema requires a schema")
+        return value.json_schema.schema_
+    raise InvalidRequest(f"invalid response_format type: {value.type!r}")
+
+
+def think_level(body: ChatCompletionRequest) -> bool | str | None:
+    effort = body.reasoning_effort
+    if effort is None and body.reasoning is not None:
+        effort = body.reasoning.effort
+    if effort is None:
+        return None
+    if effort not in _EFFORTS:
+        raise InvalidRequest(
+            f"invalid reasoning value: {effort!r} (must be one of {', '.join(_EFFORTS)})"
+        )
+    return _EFFORTS[effort]
+
+
+def _image(part: ContentPart) -> str:
+    url = part.image_url.url if isinstance(part.image_url, ImageURL) else part.image_url
+    if not isinstance(url, str):
+        raise InvalidRequest("invalid image input")
+    if url.startswith(("http://", "https://")):
+        raise InvalidRequest(
+            "image URLs are not currently supported, please use base64 encoded data instead"
+        )
+    match = _DATA_URL.match(url)
+    if match is None:
+        raise InvalidRequest("invalid image input")
+    return match.group(1)
+
+
+def _content(message: Message) -> tuple[str, list[str]]:
+    if message.content is None or isinstance(message.content, str):
+        return message.content or "", []
+    texts: list[str] = []
+    images: list[str] = []
+    for part in message.content:
+        if part.type == "text":
+            texts.append(part.text or "")
+        elif part.type == "image_url":
+            images.append(_image(part))
+        else:
+            raise InvalidRequest(f"invalid message content part type: {part.type!r}")
+    return "\n".join(texts), images
+
+
+def _arguments(raw: str | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw or "{}")
+    except ValueError:
+        raise InvalidRequest(f"invalid tool call arguments: {raw}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"invalid tool call arguments: {raw}")
+    return value
+
+
+def chat_messages(messages: list[Message]) -> tuple[list[dict[str, Any]], list[str]]:
+    """OpenAI messages as the core's (Ollama's) message dicts, plus every image they carry."""
+    if not messages:
+        raise InvalidRequest("[] is too short - 'messages'")
+    out: list[dict[str, Any]] = []
+    all_images: list[str] = []
+    call_names: dict[str, str] = {}
+    for m in messages:
+        role = m.role.lower()
+        content, images = _content(m)
+        msg: dict[str, Any] = {"role": "system" if role == "developer" else role}
+        msg["content"] = content
+        if images:
+            msg["images"] = images
+            all_images += images
+        if m.reasoning:
+            msg["thinking"] = m.reasoning
+        if m.tool_calls:
+            msg["tool_calls"] = []
+            for i, call in enumerate(m.tool_calls):
+                if call.id:
+                    call_names[call.id] = call.function.name
+                function = {
+                    "index": i,
+                    "name": call.function.name,
+                    "arguments": _arguments(call.function.arguments),
+                }
+                msg["tool_calls"].append({"id": call.id or "", "function": function})
+        if role == "tool":
+            name = m.name or call_names.get(m.tool_call_id or "", "")
+            if name:
+                msg["tool_name"] = name
+            if m.tool_call_id:
+                msg["tool_call_id"] = m.tool_call_id
+        out.append(msg)
+    return out, all_images
+
+
+def chat_request(body: ChatCompletionRequest, dialect: Dialect) -> InferenceRequest:
+    messages, images = chat_messages(body.messages)
+    max_tokens = body.max_completion_tokens
+    if max_tokens is None:
+        max_tokens = body.max_tokens
+    return InferenceRequest(
+        model=body.model,
+        dialect=dialect,
+        messages=messages,
+        images=images,
+        tools=body.tools or None,
+        format=response_format(body.response_format),
+        options=sampling_options(body, max_tokens),
+        think=think_level(body),
+        logprobs=bool(body.logprobs) or bool(body.top_logprobs),
+        top_logprobs=body.top_logprobs or 0,
+        api="openai",
+    )
+
+
+def completion_request(body: CompletionRequest, dialect: Dialect) -> InferenceRequest:
+    return InferenceRequest(
+        model=body.model,
+        dialect=dialect,
+        prompt=body.prompt,
+        suffix=body.suffix or None,
+        options=sampling_options(body, body.max_tokens),
+        logprobs=body.logprobs is not None,
+        top_logprobs=body.logprobs or 0,
+        api="openai",
+    )
+
+
+def embedding_inputs(raw: Any) -> list[str]:
+    """``""`` embeds one empty string; ``[]``, token arrays and other types are invalid."""
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        return list(raw)
+    raise InvalidRequest("invalid input")
+
+
+def encoding_format(value: str | None) -> str:
+    fmt = value or "float"
+    if fmt not in ("float", "base64"):
+        raise InvalidRequest(f"invalid encoding_format: {fmt!r} (must be 'float' or 'base64')")
+    return fmt
+
+
+# -- responses -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What every object of one response shares."""
+
+    id: str
+    created: int
+    model: str
+    include_usage: bool = False
+
+
+def usage(t: Timings | None) -> dict[str, Any]:
+    t = t or Timings()
+    return {
+        "prompt_tokens": t.prompt_eval_count,
+        "completion_tokens": t.eval_count,
+        "total_tokens": t.prompt_eval_count + t.eval_count,
+        "prompt_tokens_details": {"cached_tokens": t.cached_tokens},
+    }
+
+
+def finish_reason(final: Chunk, called_tools: bool) -> str:
+    if called_tools:
+        return "tool_calls"
+    return "length" if final.done_reason == "length" else "stop"
+
+
+def tool_calls(calls: list[ToolCall], start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": call.id,
+            "index": start + i,
+            "type": "function",
+            "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+        }
+        for i, call in enumerate(calls)
+    ]
+
+
+def logprobs(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Core entries already carry OpenAI's fields; ``top_logprobs`` is always a list."""
+    if not entries:
+        return None
+    return {"content": [{**e, "top_logprobs": e.get("top_logprobs", [])} for e in entries]}
+
+
+def legacy_logprobs(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """``/v1/completions`` uses the older parallel-array shape."""
+    if not entries:
+        return None
+    offsets, position = [], 0
+    for e in entries:
+        offsets.append(position)
+        position += len(e["token"])
+    return {
+        "tokens": [e["token"] for e in entries],
+        "token_logprobs": [e["logprob"] for e in entries],
+        "top_logprobs": [
+            {t["token"]: t["logprob"] for t in e.get("top_logprobs", [])} for e in entries
+        ],
+        "text_offset": offsets,
+    }
+
+
+def _head(meta: Meta, kind: str) -> dict[str, Any]:
+    return {
+        "id": meta.id,
+        "object": kind,
+        "created": meta.created,
+        "model": meta.model,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
+    }
+
+
+def chat_completion(meta: Meta, final: Chunk) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": final.content}
+    if final.thinking:
+        message["reasoning"] = final.thinking
+    if final.tool_calls:
+        message["tool_calls"] = tool_calls(final.tool_calls)
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": logprobs(final.logprobs),
+        "finish_reason": finish_reason(final, bool(final.tool_calls)),
+    }
+    return _head(meta, "chat.completion") | {"choices": [choice], "usage": usage(final.timings)}
+
+
+def completion(meta: Meta, final: Chunk) -> dict[str, Any]:
+    choice = {
+        "text": final.content,
+        "index": 0,
+        "logprobs": legacy_logprobs(final.logprobs),
+        "finish_reason": finish_reason(final, False),
+    }
+    return _head(meta, "text_completion") | {"choices": [choice], "usage": usage(final.timings)}
+
+
+class ChatStream:
+    """Renders a session's chunks as ``chat.completion.chunk`` objects: a first delta with the
+    role, reasoning and content split into separate deltas, a separate finish chunk with an
+    empty delta, then (with ``include_usage``) a chunk with ``choices: []`` and ``usage``."""
+
+    kind = "chat.completion.chunk"
+
+    def __init__(self, meta: Meta) -> None:
+        self.meta = meta
+        self.calls = 0
+
+    def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
+        out = _head(self.meta, self.kind) | {"choices": choices}
+        if self.meta.include_usage:
+            out["usage"] = None
+        return out
+
+    def _delta(
+        self, delta: dict[str, Any], finish: str | None = None, probs: Any = None
+    ) -> dict[str, Any]:
+        return self._chunk(
+            [{"index": 0, "delta": delta, "logprobs": probs, "finish_reason": finish}]
+        )
+
+    def start(self) -> list[dict[str, Any]]:
+        return [self._delta({"role": "assistant", "content": ""})]
+
+    def feed(self, chunk: Chunk) -> list[dict[str, Any]]:
+        if chunk.done:
+            return self.finish(chunk)
+        deltas: list[dict[str, Any]] = []
+        if chunk.thinking:
+            deltas.append({"reasoning": chunk.thinking})
+        if chunk.content or (chunk.logprobs and not deltas):
+            deltas.append({"content": chunk.content})
+        if chunk.tool_calls:
+            deltas.append({"tool_calls": tool_calls(chunk.tool_calls, self.calls)})
+            self.calls += len(chunk.tool_calls)
+        probs = logprobs(chunk.logprobs)
+        return [
+            self._delta(d, probs=probs if i == len(deltas) - 1 else None)
+            for i, d in enumerate(deltas)
+        ]
+
+    def finish(self, final: Chunk) -> list[dict[str, Any]]:
+        out = [self._delta({}, finish=finish_reason(final, self.calls > 0))]
+        if self.meta.include_usage:
+            out.append(_head(self.meta, self.kind) | {"choices": [], "usage": usage(final.timings)})
+        return out
+
+
+class CompletionStream:
+    """``text_completion`` chunks; the last one carries the finish reason."""
+
+    kind = "text_completion"
+
+    def __init__(self, meta: Meta) -> None:
+        self.meta = meta
+
+    def _chunk(self, text: str, finish: str | None, probs: Any = None) -> dict[str, Any]:
+        out = _head(self.meta, self.kind) | {
+            "choices": [{"text": text, "index": 0, "logprobs": probs, "finish_reason": finish}]
+        }
+        if self.meta.include_usage:
+            out["usage"] = None
+        return out
+
+    def start(self) -> list[dict[str, Any]]:
+        return []
+
+    def feed(self, chunk: Chunk) -> list[dict[str, Any]]:
+        if not chunk.done:
+            return [self._chunk(chunk.content, None, legacy_logprobs(chunk.logprobs))]
+        out = [self._chunk("", finish_reason(chunk, False))]
+        if self.meta.include_usage:
+            out.append(_head(self.meta, self.kind) | {"choices": [], "usage": usage(chunk.timings)})
+        return out
+
+
+def encode_vector(vector: list[float], fmt: str) -> list[float] | str:
+    if fmt == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+def embeddings(
+    model: str, vectors: list[list[float]], prompt_tokens: int, fmt: str, dimensions: int | None
+) -> dict[str, Any]:
+    """Normalised vectors (cut to ``dimensions`` and renormalised), as Ollama's /api/embed."""
+    data = []
+    for i, raw in enumerate(vectors):
+        vector = normalize(raw)
+        if dimensions:
+            vector = normalize(vector[:dimensions])
+        data.append({"object": "embedding", "embedding": encode_vector(vector, fmt), "index": i})
+    return {
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+def model_object(
+    record: ModelRecord, dialect: Dialect, tags: list[str] | None = None
+) -> dict[str, Any]:
+    """Ollama lists each name, owned by its namespace; DMR lists each model under its first tag,
+    owned by ``docker``."""
+    if dialect is Dialect.OLLAMA:
+        ident, created = record.display(), record.modified_at
+        owner = record.name.namespace
+    else:
+        ident, created = (tags[0] if tags else record.manifest.digest), record.created
+        owner = "docker"
+    return {"id": ident, "object": "model", "created": int(created.timestamp()), "owned_by": owner}
