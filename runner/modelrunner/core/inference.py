@@ -62,15 +62,13 @@ class InferenceService:
         return await anyio.to_thread.run_sync(self.store.get, ref, dialect)
 
     def load_options(
-        self, record: ModelRecord, opts: dict[str, Any], embedding: bool
+        self, record: ModelRecord, request_opts: dict[str, Any], embedding: bool
     ) -> LoadOptions:
+        """Load settings from the request's options over the Modelfile's parameters."""
         if not record.model_files:
             raise InvalidRequest(f"model '{record.display()}' has no GGUF weights to load")
-        num_ctx = opts.get("num_ctx") or self.context_overrides.get(record.digest)
-        if not num_ctx:
-            num_ctx = self.defaults.context_size or record.context_length or 4096
-        if record.context_length and opts.get("num_ctx") is None:
-            num_ctx = min(num_ctx, record.context_length)
+        num_ctx = self._context_size(record, request_opts)
+        opts = {**record.parameters, **request_opts}
         return LoadOptions(
             model_path=record.model_files[0],
             num_ctx=max(int(num_ctx), 4),
@@ -85,6 +83,22 @@ class InferenceService:
             projector=record.projectors[0] if record.projectors else None,
         )
 
+    def _context_size(self, record: ModelRecord, request_opts: dict[str, Any]) -> int:
+        """Highest first: the request's num_ctx, a runtime setting (DMR's _configure), the
+        Modelfile's num_ctx, the artifact's context_size, the runner default (capped at the
+        trained length), the trained length."""
+        if request_opts.get("num_ctx"):
+            return int(request_opts["num_ctx"])
+        for value in (
+            self.context_overrides.get(record.digest),
+            record.parameters.get("num_ctx"),
+            record.docker_config.get("context_size"),
+        ):
+            if isinstance(value, int) and value > 0:
+                return value
+        default = self.defaults.context_size or record.context_length or 4096
+        return min(default, record.context_length) if record.context_length else default
+
     def _lease(self, record: ModelRecord, options: LoadOptions, keep_alive: float | None) -> Any:
         return self.scheduler.use(
             record.digest, record.display(), options, keep_alive,
@@ -96,11 +110,9 @@ class InferenceService:
     async def preload(self, ref: str, dialect: Dialect, keep_alive: float | None,
                       options: dict[str, Any] | None = None, embedding: bool = False) -> tuple[ModelRecord, Timings]:  # fmt: skip
         record = await self.record(ref, dialect)
-        opts = {**record.parameters, **check_options(options)}
+        load = self.load_options(record, check_options(options), embedding)
         started = time.perf_counter_ns()
-        async with self._lease(
-            record, self.load_options(record, opts, embedding), keep_alive
-        ) as lease:
+        async with self._lease(record, load, keep_alive) as lease:
             load_ns = int(lease.load_seconds * 1e9)
         return record, Timings(total_ns=time.perf_counter_ns() - started, load_ns=load_ns)
 
@@ -137,9 +149,10 @@ class InferenceService:
             raise InvalidRequest("raw mode does not support template, system, or context")
         if not 0 <= req.top_logprobs <= 20:
             raise InvalidRequest("top_logprobs must be between 0 and 20")
-        opts = {**record.parameters, **check_options(req.options)}
+        request_opts = check_options(req.options)
+        opts = {**record.parameters, **request_opts}
         sampling = _sampling(opts, grammar_for(req.format), req)
-        load = self.load_options(record, opts, embedding=False)
+        load = self.load_options(record, request_opts, embedding=False)
         stack = contextlib.AsyncExitStack()
         try:
             lease: Lease = await stack.enter_async_context(
@@ -188,8 +201,7 @@ class InferenceService:
     ) -> EmbedResult:  # fmt: skip
         started = time.perf_counter_ns()
         record = await self.record(ref, dialect)
-        opts = {**record.parameters, **check_options(options)}
-        load = self.load_options(record, opts, embedding=True)
+        load = self.load_options(record, check_options(options), embedding=True)
         async with self._lease(record, load, keep_alive) as lease:
             eval_start = time.perf_counter_ns()
             result = await lease.runner.model.embed(inputs, truncate=truncate) if inputs else None
