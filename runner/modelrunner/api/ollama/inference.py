@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from modelrunner.api.common import read_model, services
+from modelrunner.api.common import collect, read_model, services
 from modelrunner.api.ollama.schemas import (
     ChatRequest,
     EmbeddingsRequest,
@@ -124,7 +122,7 @@ async def generate(request: Request) -> Response:
 
     if body.stream:
         return ndjson_stream(_rendered(session, render))
-    return JSONResponse(await _collect(request, session, render, "response"))
+    return JSONResponse(render(await collect(request, session)))
 
 
 @router.post("/api/chat")
@@ -169,7 +167,7 @@ async def chat(request: Request) -> Response:
 
     if body.stream:
         return ndjson_stream(_rendered(session, render))
-    return JSONResponse(await _collect(request, session, render, "message"))
+    return JSONResponse(render(await collect(request, session)))
 
 
 async def _rendered(
@@ -177,35 +175,6 @@ async def _rendered(
 ) -> AsyncIterator[dict[str, Any]]:
     async for chunk in session.chunks():
         yield render(chunk)
-
-
-async def _collect(
-    request: Request, session: Session, render: Callable[[Chunk], dict[str, Any]], key: str
-) -> dict[str, Any]:
-    """Non-streaming: gather every chunk into one answer; stop if the client goes away."""
-    watcher = asyncio.create_task(_watch_disconnect(request, session))
-    merged = Chunk()
-    final = Chunk()
-    try:
-        async for chunk in session.chunks():
-            merged.content += chunk.content
-            merged.thinking += chunk.thinking
-            merged.tool_calls += chunk.tool_calls
-            merged.logprobs += chunk.logprobs
-            if chunk.done:
-                final = chunk
-    finally:
-        watcher.cancel()
-    final.content, final.thinking = merged.content, merged.thinking
-    final.tool_calls, final.logprobs = merged.tool_calls, merged.logprobs
-    return render(final)
-
-
-async def _watch_disconnect(request: Request, session: Session) -> None:
-    with contextlib.suppress(asyncio.CancelledError):
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        session.cancel()
 
 
 async def _wrap(awaitable: Any) -> Any:
