@@ -23,6 +23,10 @@ async def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+class KubeError(Exception):
+    """The API server refused a request."""
+
+
 def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
     meta = owner["metadata"]
     return {
@@ -61,7 +65,13 @@ class Kube:
             namespace=body["metadata"].get("namespace"),
             field_manager=FIELD_MANAGER, force_conflicts=True,
         )  # fmt: skip
-        return dict(result.to_dict())
+        applied = dict(result.to_dict())
+        if applied.get("kind") == "Status" and applied.get("status") == "Failure":
+            # The dynamic client returns a refused apply as a Status instead of raising.
+            raise KubeError(
+                f"apply {body['kind']}/{body['metadata']['name']}: {applied.get('message')}"
+            )
+        return applied
 
     async def get(
         self, api_version: str, kind: str, name: str, namespace: str

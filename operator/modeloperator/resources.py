@@ -208,6 +208,10 @@ def external_objects(name: str, namespace: str, url: str) -> list[dict[str, Any]
         "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
         "spec": {"type": "ClusterIP", "ports": _ports(port)},
     }
+    if address.is_loopback or address.is_link_local:
+        # Kubernetes refuses such endpoints (pods could not reach them anyway): the Service
+        # keeps the name, the operator still manages the server's models through the URL.
+        return [svc]
     slice_ = {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",

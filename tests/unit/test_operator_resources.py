@@ -138,3 +138,8 @@ def test_model_status_states() -> None:
     )
     assert next(c for c in failed["conditions"] if c["type"] == "Stalled")["status"] == "True"
     assert model_status(model, [], 3)["conditions"][0]["reason"] == "NoRunner"
+
+
+def test_loopback_servers_get_no_endpoint_slice() -> None:
+    (svc,) = external_objects("ext", "ns", "http://127.0.0.1:11434")
+    assert svc["kind"] == "Service"
