@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -180,3 +181,34 @@ def test_invalid_models_are_refused(kubectl: Kubectl, namespace: str, crds: None
         "should be greater than or equal to 0"
         in kubectl.apply(negative, namespace=namespace, check=False).stderr
     )
+
+
+def test_external_service_keeps_the_in_cluster_name(
+    kubectl: Kubectl, namespace: str, operator_factory: Callable[..., Any]
+) -> None:
+    operator_factory()
+    kubectl.apply(external_runner("by-ip", "http://10.20.30.40:11434"), namespace=namespace)
+    kubectl.apply(
+        external_runner("by-name", "http://ollama.example.internal:8080"), namespace=namespace
+    )
+
+    def slice_address() -> list[str] | None:
+        found = kubectl(
+            "get", "endpointslice", "by-ip-external", "-o", "json", namespace=namespace, check=False
+        )
+        if found.returncode:
+            return None
+        return [a for e in json.loads(found.stdout)["endpoints"] for a in e["addresses"]]
+
+    assert wait_for(slice_address, timeout=30, message="EndpointSlice") == ["10.20.30.40"]
+    svc = kubectl.json("get", "service", "by-ip", namespace=namespace)
+    assert sorted(p["port"] for p in svc["spec"]["ports"]) == [80, 11434, 12434]
+    named = wait_for(
+        lambda: kubectl.json("get", "service", "by-name", namespace=namespace)
+        if kubectl.exists("service", "by-name", namespace=namespace) else None,
+        timeout=30, message="ExternalName Service",
+    )  # fmt: skip
+    assert named["spec"]["type"] == "ExternalName"
+    assert named["spec"]["externalName"] == "ollama.example.internal"
+    ready = condition(status_of(kubectl, "modelrunner", "by-ip", namespace), "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "RunnerUnreachable"
