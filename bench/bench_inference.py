@@ -118,6 +118,35 @@ def via_api(client: httpx.Client, route: str, tokens: int) -> Callable[[str], tu
     return run
 
 
+def generated_tokens(client: httpx.Client) -> tuple[float, float]:
+    total = active = 0.0
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("modelrunner_generated_tokens_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+        if line.startswith("modelrunner_active_requests{"):
+            active += float(line.rsplit(" ", 1)[1])
+    return total, active
+
+
+def disconnect_overrun(client: httpx.Client) -> float:
+    """Tokens generated after the client went away (what a disconnect costs)."""
+    before, _ = generated_tokens(client)
+    body = {"model": "gemma3:270m", "prompt": "Tell me a long story.",
+            "options": {"num_predict": 400, "temperature": 0}}  # fmt: skip
+    with (
+        httpx.Client(base_url=str(client.base_url), timeout=60) as own,
+        own.stream("POST", "/api/generate", json=body) as response,
+    ):
+        lines = response.iter_lines()
+        for _ in range(5):
+            next(lines)
+    deadline = time.monotonic() + 30
+    while generated_tokens(client)[1] > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    after, _ = generated_tokens(client)
+    return after - before - 5
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -160,6 +189,7 @@ def main() -> int:
             for route in routes:  # interleaved, so background load hits every side alike
                 results[route].append(runners[route](prompt))
         after = rss_mib(server.pid)
+        overrun = [disconnect_overrun(client) for _ in range(3)]
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -186,6 +216,10 @@ def main() -> int:
             "",
             f"Runner resident memory: {idle:.0f} MiB idle (no model loaded), {loaded:.0f} MiB with "
             f"the model loaded, {after:.0f} MiB after the runs.",
+            "",
+            f"Client disconnect: after reading 5 streamed tokens and closing the connection, the "
+            f"runner generated {median(overrun):.0f} more token(s) before stopping (median of 3; "
+            f"runs: {', '.join(str(int(o)) for o in overrun)}).",
             "",
             "Command: `.venv/bin/python -m bench.bench_inference`",
         ]
