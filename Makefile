@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 LLAMA_CPP_VERSION := 0.3.36
 WHEELS ?= $(HOME)/.cache/modelrunner/wheels
 
-.PHONY: dev run up down test test-fast lint bench cluster cluster-down clean
+.PHONY: dev run up down test test-fast lint lint-chart chart-sync bench cluster cluster-down clean
 
 dev: $(VENV)/.installed
 
@@ -25,6 +25,14 @@ $(VENV)/.installed: pyproject.toml
 run: dev
 	$(VENV)/bin/modelrunner serve --default-model
 
+# The whole system: local cluster, CRDs, operator, a runner with the default model, a ModelRunner
+# and a Model, Ready and answering (hack/up.sh). `make down` stops all of it.
+up: dev
+	hack/up.sh
+
+down:
+	hack/down.sh
+
 test: dev
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
@@ -37,6 +45,20 @@ lint: dev
 	$(VENV)/bin/ruff format --check runner operator tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+CHART := charts/model-runner-operator
+
+# crds/ is the one source; the chart carries byte-identical copies.
+chart-sync:
+	rm -f $(CHART)/crds/*.yaml
+	cp crds/*.yaml $(CHART)/crds/
+
+lint-chart: dev
+	@diff -r crds $(CHART)/crds || { echo "chart CRDs differ from crds/: run make chart-sync"; exit 1; }
+	@helm=$$(hack/cluster.sh path helm) || { echo "helm is not built yet: hack/cluster.sh build"; exit 1; }; \
+	  $$helm lint --strict $(CHART) && $$helm template lint $(CHART) >/dev/null && \
+	  $$helm template lint $(CHART) --set watchNamespaces='{a,b}' --set serviceMonitor.enabled=true >/dev/null
+	$(VENV)/bin/hadolint runner/Dockerfile operator/Dockerfile
 
 bench: dev
 	$(PY) -m bench

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 
 import kopf
@@ -24,6 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--standalone", action="store_true", help="no peering (a single replica, or development)"
     )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority: the live replica with the highest acts, the others stand by "
+        "(default: random, since kopf pauses every replica when priorities tie)",
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz (for probes)",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     settings = OperatorSettings()
@@ -39,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             namespaces=namespaces,
             standalone=standalone,
             peering_name=None if standalone else settings.peering,
+            priority=args.priority if args.priority is not None else random.randint(1, 1 << 30),
+            liveness_endpoint=args.liveness,
         )
     )
     return 0

@@ -1,0 +1,94 @@
+{{/* Names and labels shared by the templates. */}}
+
+{{- define "mro.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mro.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "mro.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mro.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "mro.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "mro.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Labels of the Model and ModelRunner objects the release declares. */}}
+{{- define "mro.resourceLabels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: {{ include "mro.name" . }}
+{{- end }}
+
+{{- define "mro.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "mro.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "mro.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "mro.runnerImage" -}}
+{{- default (printf "ghcr.io/modelrunner/runner:%s" .Chart.AppVersion) .Values.operator.runnerImage }}
+{{- end }}
+
+{{/* The rules the operator needs in every namespace it watches (Role or ClusterRole). */}}
+{{- define "mro.namespacedRules" -}}
+# Its own resources: watch them, add kopf's finalizer and annotations, write status.
+- apiGroups: [modelrunner.io]
+  resources: [models, modelrunners]
+  verbs: [get, list, watch, patch]
+- apiGroups: [modelrunner.io]
+  resources: [models/status, modelrunners/status]
+  verbs: [get, patch]
+# Owner references with blockOwnerDeletion (clusters with OwnerReferencesPermissionEnforcement).
+- apiGroups: [modelrunner.io]
+  resources: [models/finalizers, modelrunners/finalizers]
+  verbs: [update]
+# What a ModelRunner owns, written by server-side apply (patch; create when absent).
+- apiGroups: [apps]
+  resources: [statefulsets]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch, create, patch]
+# Runner pods: which replicas are ready, and why one is not scheduled.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+# Events on Models and ModelRunners (phase changes, delete retries, handler errors).
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
+
+{{- define "mro.peeringRules" -}}
+- apiGroups: [kopf.dev]
+  resources: [{{ if .Values.watchNamespaces }}kopfpeerings{{ else }}clusterkopfpeerings{{ end }}]
+  verbs: [get, list, watch, patch]
+{{- end }}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# make down: stop what `make up` started: the operator, the runner, then the local cluster.
+#
+# The cluster is left running when pytest sessions still use it (their leases in
+# .cluster/run/sessions/), or with KEEP_CLUSTER=1.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLUSTER_DIR=${MODELRUNNER_CLUSTER_DIR:-"$ROOT/.cluster"}
+STATE=$CLUSTER_DIR/up
+VENV=${VENV:-"$ROOT/.venv"}
+HOST=127.0.0.1
+
+log() { printf '[down %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# shellcheck source=hack/lib-up.sh
+source "$ROOT/hack/lib-up.sh"
+
+stop_process operator
+stop_process runner
+
+sessions=()
+if [[ -d $CLUSTER_DIR/run/sessions ]]; then
+  for lease in "$CLUSTER_DIR"/run/sessions/*; do
+    [[ -e $lease ]] || continue
+    pid=${lease##*/}
+    [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" && sessions+=("$pid")
+  done
+fi
+if [[ ${KEEP_CLUSTER:-0} != 0 ]]; then
+  log "KEEP_CLUSTER is set: the cluster keeps running"
+elif [[ ${#sessions[@]} -gt 0 ]]; then
+  log "pytest sessions (pids ${sessions[*]}) still use the cluster: leaving it running"
+else
+  "$ROOT/hack/cluster.sh" down
+fi
+log "down"
