@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import jsonschema  # type: ignore[import-untyped]
@@ -176,14 +175,15 @@ def test_notes_show_calls_in_each_api() -> None:
 
 
 @pytest.fixture
-def release(kubectl: Kubectl, namespace: str, crds: None, tmp_path: Path) -> Iterator[str]:
+def release(kubectl: Kubectl, namespace: str, crds: None) -> Iterator[tuple[str, str]]:
     """The chart installed with its default values (all namespaces) into ``namespace``; a unique
-    peering name so the cluster-scoped ClusterKopfPeering cannot clash with other installs."""
+    peering name so the cluster-scoped ClusterKopfPeering cannot clash with other installs.
+    Yields the release name and what `helm install` printed (with NOTES.txt)."""
     name = f"mro-{uuid.uuid4().hex[:6]}"
-    helm("install", name, str(CHART), "--namespace", namespace, "--set", f"peering.name={name}",
-         kubeconfig=kubectl.kubeconfig)  # fmt: skip
+    out = helm("install", name, str(CHART), "--namespace", namespace,
+               "--set", f"peering.name={name}", kubeconfig=kubectl.kubeconfig).stdout  # fmt: skip
     try:
-        yield name
+        yield name, out
     finally:
         helm("uninstall", name, "--namespace", namespace, "--wait=false",
              kubeconfig=kubectl.kubeconfig, check=False)  # fmt: skip
@@ -191,14 +191,21 @@ def release(kubectl: Kubectl, namespace: str, crds: None, tmp_path: Path) -> Ite
 
 @pytest.mark.cluster
 def test_install_creates_the_operator_objects_with_least_privilege(
-    kubectl: Kubectl, namespace: str, release: str
+    kubectl: Kubectl, namespace: str, release: tuple[str, str]
 ) -> None:
-    fullname = f"{release}-model-runner-operator"
+    name, printed = release
+    fullname = f"{name}-model-runner-operator"
+    notes = printed[printed.index("NOTES:") :]
+    for call in ("curl http://model-runner/engines/v1/chat/completions",
+                 "curl http://model-runner:11434/api/chat", "curl http://model-runner:12434/models",
+                 f"kubectl -n {namespace} wait --for=condition=Ready modelrunner/model-runner model/smollm2",
+                 f"rollout status deployment/{fullname}"):  # fmt: skip
+        assert call in notes, notes
     for kind in ("deployment", "serviceaccount"):
         assert kubectl.exists(kind, fullname, namespace=namespace)
     for kind in ("clusterrole", "clusterrolebinding"):
         assert kubectl.exists(kind, fullname)
-    assert kubectl.exists("clusterkopfpeering", release)
+    assert kubectl.exists("clusterkopfpeering", name)
     # kwok marks the pod Running (no container runs): the Deployment rolls out.
     kubectl("rollout", "status", f"deployment/{fullname}", "--timeout=90s",
             namespace=namespace, timeout=100)  # fmt: skip
