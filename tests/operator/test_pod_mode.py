@@ -109,6 +109,8 @@ def test_every_replica_gets_every_model(
     urls = {f"{namespace}/model-runner-{i}": r.url for i, r in enumerate(replicas)}
     operator_factory(MODELOPERATOR_INSTANCE_URLS=json.dumps(urls))
     kubectl.apply(gpu_runner("model-runner", replicas=2), namespace=namespace)
+    # A Model is Ready once every *ready* instance serves it: wait for both pods first.
+    wait_ready(kubectl, "modelrunner", "model-runner", namespace, timeout=120)
     kubectl.apply(model("tiny", source=seeded_registry.v1, insecure=True), namespace=namespace)
     wait_ready(kubectl, "model", "tiny", namespace, timeout=120)
     assert all("tiny:latest" in r.names() for r in replicas[:2])
