@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         engine or default_engine(settings),
         max_loaded=settings.max_loaded_models,
         max_queue=settings.max_queue,
-        default_keep_alive=parse_keep_alive(settings.keep_alive) or 0.0,
+        default_keep_alive=parse_keep_alive(settings.keep_alive, lenient=True) or 0.0,
     )
     metrics = Metrics()
     defaults = EngineDefaults(

@@ -8,6 +8,9 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelrunner.durations import parse_keep_alive
+from modelrunner.errors import ModelRunnerError
+
 
 def _default_models_dir() -> Path:
     return Path.home() / ".modelrunner" / "models"
@@ -71,6 +74,15 @@ class Settings(BaseSettings):
         "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
     )
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _check_keep_alive(cls, value: str) -> str:
+        try:  # like OLLAMA_KEEP_ALIVE: a Go duration, or a bare number of seconds
+            parse_keep_alive(value, lenient=True)
+        except ModelRunnerError as exc:
+            raise ValueError(exc.message) from None
+        return value
 
     @field_validator("listen", "origins", "insecure_registries", mode="before")
     @classmethod

@@ -95,3 +95,21 @@ def test_every_part_is_a_safe_path_component() -> None:
     name = parse("hf.co/org/repo:Q4_K_M")
     for part in (name.host, name.namespace, name.model, name.tag):
         assert "/" not in part and part not in (".", "..")
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("-1", float("inf")), ("300", 300.0), ("5m", 300.0),
+                                                ("0", 0.0), ("1h30m", 5400.0)])  # fmt: skip
+def test_keep_alive_setting_accepts_seconds_and_durations(value: str, seconds: float) -> None:
+    from modelrunner.durations import parse_keep_alive
+    from modelrunner.settings import Settings
+
+    assert parse_keep_alive(Settings(keep_alive=value).keep_alive, lenient=True) == seconds
+
+
+def test_bad_keep_alive_setting_fails_at_startup() -> None:
+    from pydantic import ValidationError
+
+    from modelrunner.settings import Settings
+
+    with pytest.raises(ValidationError, match="invalid duration"):
+        Settings(keep_alive="soon")
