@@ -131,9 +131,11 @@ class NativeModel:
             llama_cpp.llama_model_has_decoder(self.model)
         )
         self.bos = int(llama_cpp.llama_vocab_bos(self.vocab))
+        self.eos = int(llama_cpp.llama_vocab_eos(self.vocab))
         self._embeddings = spec.embeddings
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._pieces_lock = threading.Lock()
+        self._eog: list[int] | None = None
 
     # -- text -----------------------------------------------------------------------------------
 
@@ -177,6 +179,12 @@ class NativeModel:
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    def eog_tokens(self) -> list[int]:
+        """Every end-of-generation token of the vocabulary (computed once)."""
+        if self._eog is None:
+            self._eog = [t for t in range(self.n_vocab) if self.is_eog(t)]
+        return self._eog
 
     # -- decoding -------------------------------------------------------------------------------
 
@@ -292,12 +300,13 @@ class NativeBatch:
         return i
 
 
-def sampler_chain(native: NativeModel, s: Sampling) -> Any:
-    """A native sampler chain for one request; raises InvalidRequest for a bad grammar.
+_TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
-    Order as llama.cpp's defaults: (grammar) -> penalties -> top_k -> typical -> top_p -> min_p
-    -> temperature -> dist(seed); greedy when the temperature is 0.
-    """
+
+def _chain(native: NativeModel, s: Sampling, ban_eog: bool) -> Any:
+    """The sampler chain without the grammar: (EOG ban) -> penalties -> top_k -> typical ->
+    top_p -> min_p -> temperature -> dist(seed), as llama.cpp orders them; greedy at
+    temperature 0."""
     params = llama_cpp.llama_sampler_chain_default_params()
     params.no_perf = True
     chain = llama_cpp.llama_sampler_chain_init(params)
@@ -307,55 +316,124 @@ def sampler_chain(native: NativeModel, s: Sampling) -> Any:
     def add(smpl: Any) -> None:
         llama_cpp.llama_sampler_chain_add(chain, smpl)
 
-    try:
-        if s.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(
-                native.vocab, s.grammar.encode(), b"root"
+    if ban_eog:
+        eog = native.eog_tokens()
+        biases: Any = (llama_cpp.llama_logit_bias * len(eog))()
+        for i, token in enumerate(eog):
+            biases[i].token = token
+            biases[i].bias = -math.inf
+        add(llama_cpp.llama_sampler_init_logit_bias(native.n_vocab, len(eog), biases))
+    last_n = s.repeat_last_n if s.repeat_last_n >= 0 else native.n_ctx_seq
+    if last_n != 0 and (
+        s.repeat_penalty != 1.0 or s.frequency_penalty != 0.0 or s.presence_penalty != 0.0
+    ):
+        add(
+            llama_cpp.llama_sampler_init_penalties(
+                native.n_vocab, last_n, s.repeat_penalty, s.frequency_penalty, s.presence_penalty
             )
-            if not grammar:
-                raise InvalidRequest("invalid grammar")
-            add(grammar)
-        last_n = s.repeat_last_n if s.repeat_last_n >= 0 else native.n_ctx_seq
-        if last_n != 0 and (
-            s.repeat_penalty != 1.0 or s.frequency_penalty != 0.0 or s.presence_penalty != 0.0
-        ):
-            add(
-                llama_cpp.llama_sampler_init_penalties(
-                    native.n_vocab,
-                    last_n,
-                    s.repeat_penalty,
-                    s.frequency_penalty,
-                    s.presence_penalty,
-                )
-            )
-        if s.temperature <= 0:
-            add(llama_cpp.llama_sampler_init_greedy())
-            return chain
-        if s.top_k > 0:
-            add(llama_cpp.llama_sampler_init_top_k(s.top_k))
-        if 0 < s.typical_p < 1:
-            add(llama_cpp.llama_sampler_init_typical(s.typical_p, 1))
-        if 0 < s.top_p < 1:
-            add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
-        if s.min_p > 0:
-            add(llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
-        add(llama_cpp.llama_sampler_init_temp(s.temperature))
-        seed = s.seed if s.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED
-        add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-    except BaseException:
-        llama_cpp.llama_sampler_free(chain)
-        raise
+        )
+    if s.temperature <= 0:
+        add(llama_cpp.llama_sampler_init_greedy())
+        return chain
+    if s.top_k > 0:
+        add(llama_cpp.llama_sampler_init_top_k(s.top_k))
+    if 0 < s.typical_p < 1:
+        add(llama_cpp.llama_sampler_init_typical(s.typical_p, 1))
+    if 0 < s.top_p < 1:
+        add(llama_cpp.llama_sampler_init_top_p(s.top_p, 1))
+    if s.min_p > 0:
+        add(llama_cpp.llama_sampler_init_min_p(s.min_p, 1))
+    add(llama_cpp.llama_sampler_init_temp(s.temperature))
+    seed = s.seed if s.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED
+    add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
     return chain
 
 
-def sample(chain: Any, native: NativeModel, index: int) -> int:
-    """Sample (and accept) the next token from the logits at batch ``index``."""
-    return int(llama_cpp.llama_sampler_sample(chain, native.ctx, index))
+class RequestSampler:
+    """One request's native samplers: a chain, plus a grammar sampler for GBNF requests.
 
+    Without a grammar, ``llama_sampler_sample`` does everything in C. With one, checking the
+    grammar against the whole vocabulary (262k tokens for Gemma) costs ~100 ms a token, so, as
+    llama.cpp's own server does, the chain picks a token first and only that token is checked;
+    only when the grammar rejects it is the grammar applied to every candidate and the chain run
+    again on what is left. Raises InvalidRequest for a grammar llama.cpp cannot parse.
+    """
 
-def free_chain(chain: Any) -> None:
-    if chain:
-        llama_cpp.llama_sampler_free(chain)
+    def __init__(self, native: NativeModel, s: Sampling, *, ban_eog: bool = False) -> None:
+        self.chain: Any = None
+        self.grammar: Any = None
+        self._lock = threading.Lock()
+        if s.grammar:
+            self.grammar = llama_cpp.llama_sampler_init_grammar(
+                native.vocab, s.grammar.encode(), b"root"
+            )
+            if not self.grammar:
+                raise InvalidRequest("invalid grammar")
+        try:
+            self.chain = _chain(native, s, ban_eog)
+        except BaseException:
+            self.free()
+            raise
+        if self.grammar:
+            n = native.n_vocab
+            self._ids = np.arange(n, dtype=np.int32)
+            self._cand = np.zeros(n, dtype=_TOKEN_DATA)
+            self._one = np.zeros(1, dtype=_TOKEN_DATA)
+            self._all: Any = llama_cpp.llama_token_data_array(
+                data=ctypes.cast(self._cand.ctypes.data, llama_cpp.llama_token_data_p),
+                size=n,
+                selected=-1,
+                sorted=False,
+            )
+            self._single: Any = llama_cpp.llama_token_data_array(
+                data=ctypes.cast(self._one.ctypes.data, llama_cpp.llama_token_data_p),
+                size=1,
+                selected=-1,
+                sorted=False,
+            )
+
+    def sample(self, native: NativeModel, index: int) -> int:
+        """Pick (and accept) the next token from the logits at batch ``index``."""
+        if not self.grammar:
+            return int(llama_cpp.llama_sampler_sample(self.chain, native.ctx, index))
+        logits = native.logits_row(index)
+        token = self._apply(logits, grammar_first=False)
+        self._one["id"][0] = token
+        self._one["logit"][0] = 1.0
+        self._single.size = 1
+        self._single.selected = -1
+        self._single.sorted = False
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(self._single))
+        if not np.isfinite(self._one["logit"][0]):
+            token = self._apply(logits, grammar_first=True)
+        llama_cpp.llama_sampler_accept(self.grammar, token)
+        llama_cpp.llama_sampler_accept(self.chain, token)
+        return token
+
+    def _apply(self, logits: npt.NDArray[np.float32], *, grammar_first: bool) -> int:
+        cand = self._cand
+        cand["id"] = self._ids
+        cand["logit"] = logits
+        cand["p"] = 0.0
+        arr = self._all
+        arr.size = len(cand)
+        arr.selected = -1
+        arr.sorted = False
+        if grammar_first:
+            llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(arr))
+        llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(arr))
+        if not 0 <= arr.selected < arr.size:
+            raise ModelRunnerError("the sampler selected no token")
+        return int(cand["id"][arr.selected])
+
+    def free(self) -> None:
+        with self._lock:
+            chain, grammar = self.chain, self.grammar
+            self.chain = self.grammar = None
+        if chain:
+            llama_cpp.llama_sampler_free(chain)
+        if grammar:
+            llama_cpp.llama_sampler_free(grammar)
 
 
 def logprobs(

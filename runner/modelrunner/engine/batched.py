@@ -45,6 +45,7 @@ from modelrunner.engine.base import (
 from modelrunner.errors import InvalidRequest, ModelRunnerError
 
 _END = object()
+_MIN_REUSE = 16  # shortest shared prefix worth taking a slot's cache for
 
 Emit = Callable[[Any], None]
 
@@ -56,7 +57,11 @@ class BatchTuning:
     threads: int = 0  # 0: every CPU this process may use
     threads_batch: int = 0  # 0: same as threads
     flash_attn: bool | None = None  # None: llama.cpp decides
-    swa_full: bool = True  # full-size sliding-window KV, so cached prefixes stay reusable
+    # Full-size sliding-window KV (Gemma 2/3...): every cached prefix stays reusable, but the
+    # SWA layers then need the whole context each (about 2.7x the KV of Gemma 3 27B). Off, a
+    # prefix is reused only while its window is still in the cache (checked per request; chat
+    # continuations and shared system prompts normally are), else recomputed.
+    swa_full: bool = False
     unified_kv: bool = False  # True: one KV pool of num_ctx * parallel shared by all slots
     repack: bool = True  # llama.cpp's repacked CPU weight layouts (faster batched matmuls)
 
@@ -85,7 +90,7 @@ class _Request:
     emit: Emit
     prompt: list[int]
     sampling: Sampling
-    chain: Any
+    sampler: nat.RequestSampler
     submitted: int
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -119,18 +124,23 @@ class BatchedLlamaModel:
         threads = options.num_thread or tuning.threads or nat.default_threads()
         n_batch = max(options.num_batch, n_seq)
         n_ubatch = options.num_batch
+        unified = tuning.unified_kv
+        n_ctx_seq = options.num_ctx
         if options.embedding:
-            # Non-causal embedding models need a whole input in one micro-batch.
-            n_batch = n_ubatch = max(n_batch, options.num_ctx)
+            # An embedding batch must be one micro-batch (non-causal models need a whole input
+            # in one; pooling is per micro-batch). One KV stream keeps llama.cpp from splitting
+            # the batch per sequence. llama.cpp pads the context to a multiple of 256.
+            unified = True
+            n_ctx_seq = n_batch = n_ubatch = -(-options.num_ctx // 256) * 256
         spec = nat.ContextSpec(
-            n_ctx_seq=options.num_ctx,
+            n_ctx_seq=n_ctx_seq,
             n_seq=n_seq,
             n_batch=n_batch,
             n_ubatch=n_ubatch,
             n_threads=threads,
             n_threads_batch=tuning.threads_batch or threads,
             embeddings=options.embedding,
-            unified_kv=tuning.unified_kv,
+            unified_kv=unified,
             swa_full=tuning.swa_full,
             flash_attn=tuning.flash_attn,
         )
@@ -199,7 +209,17 @@ class BatchedLlamaModel:
     def is_eog(self, token: int) -> bool:
         return self.native.is_eog(token)
 
-    def generate(self, prompt: list[int], sampling: Sampling) -> BatchedGeneration:
+    def token_bos(self) -> int:
+        return self.native.bos
+
+    def token_eos(self) -> int:
+        return self.native.eos
+
+    def generate(
+        self, prompt: list[int], sampling: Sampling, *, ignore_eos: bool = False
+    ) -> BatchedGeneration:
+        """Queue a request (it is submitted when iteration starts). ``ignore_eos`` (not part of
+        the engine protocol; for benchmarks) bans end-of-generation tokens."""
         if self._closing:
             raise ModelRunnerError("the model is being unloaded")
         if not prompt:
@@ -209,8 +229,9 @@ class BatchedLlamaModel:
                 f"the input length ({len(prompt)} tokens) exceeds the context length "
                 f"({self.context_length})"
             )
-        chain = nat.sampler_chain(self.native, sampling)  # a bad grammar fails here, not mid-stream
-        return BatchedGeneration(self, list(prompt), sampling, chain)
+        # A bad grammar fails here, before the caller starts a response, not mid-stream.
+        sampler = nat.RequestSampler(self.native, sampling, ban_eog=ignore_eos)
+        return BatchedGeneration(self, list(prompt), sampling, sampler)
 
     async def embed(self, texts: list[str], *, truncate: bool = True) -> Embeddings:
         if self._closing:
@@ -313,11 +334,16 @@ class BatchedLlamaModel:
             self._place(r, slot, now)
 
     def _pick_slot(self, free: list[_Slot], prompt: list[int]) -> _Slot:
-        """The idle slot sharing the longest prefix with ``prompt`` (more than a lone BOS);
-        otherwise the least recently used one, so recent caches survive longest."""
+        """The idle slot sharing the longest useful prefix with ``prompt``; otherwise the least
+        recently used one (empty slots first), so recent caches survive longest.
+
+        A prefix counts when it is at least ``min(16, len(prompt))`` tokens: a BOS plus a few
+        byte tokens in common is not worth evicting another request's history for.
+        """
+        need = max(2, min(_MIN_REUSE, len(prompt)))
         best: _Slot | None = None
-        best_len = 1
-        for s in free:
+        best_len = need - 1
+        for s in sorted(free, key=lambda s: s.last_used):
             n = nat.common_prefix(s.cached, prompt)
             if n > best_len:
                 best, best_len = s, n
@@ -404,7 +430,7 @@ class BatchedLlamaModel:
 
     def _sample(self, r: _Request, now: int) -> None:
         native = self.native
-        token = nat.sample(r.chain, native, r.index)
+        token = r.sampler.sample(native, r.index)
         stats = r.generation.stats
         if not r.first:
             r.first = time.perf_counter_ns()
@@ -442,7 +468,7 @@ class BatchedLlamaModel:
             stats.eval_ns = end - r.first
         elif r.admitted:
             stats.prompt_eval_ns = end - r.admitted
-        r.generation.release_chain()
+        r.sampler.free()
         slot = r.slot
         if slot is not None:
             slot.request = None
@@ -502,15 +528,17 @@ class BatchedLlamaModel:
             raise InvalidRequest(
                 "the input is longer than the batch size; load the model for embeddings"
             )
+        # Several sequences per decode only with one KV stream: with a stream per sequence
+        # llama.cpp splits a batch into equal per-sequence parts and pools each part alone.
+        per_decode = len(idle) if native.spec.unified_kv else 1
         out: list[list[float]] = [[] for _ in inputs]
         native.set_embeddings(True)
         try:
             i = 0
             while i < len(inputs):
                 group: list[tuple[int, _Slot]] = []
-                batch.clear()
                 used = 0
-                while i < len(inputs) and len(group) < len(idle):
+                while i < len(inputs) and len(group) < per_decode:
                     n = len(inputs[i])
                     if group and used + n > native.n_ubatch:
                         break
@@ -521,6 +549,7 @@ class BatchedLlamaModel:
                     native.seq_rm(slot.seq, -1, -1)
                     slot.cached.clear()
                 if pooled:
+                    batch.clear()
                     for k, slot in group:
                         batch.add(inputs[k], 0, slot.seq, output="all")
                     self._embed_decode(batch)
@@ -559,15 +588,18 @@ class BatchedGeneration:
     """A request to a ``BatchedLlamaModel``: submitted when iteration starts."""
 
     def __init__(
-        self, model: BatchedLlamaModel, prompt: list[int], sampling: Sampling, chain: Any
+        self,
+        model: BatchedLlamaModel,
+        prompt: list[int],
+        sampling: Sampling,
+        sampler: nat.RequestSampler,
     ) -> None:
         self.model = model
         self.prompt = prompt
         self.sampling = sampling
         self.stats = GenerationStats(prompt_tokens=len(prompt))
         self.cancelled = False
-        self._chain = chain
-        self._chain_lock = threading.Lock()
+        self._sampler = sampler
         self._started = False
 
     def cancel(self) -> None:
@@ -576,14 +608,9 @@ class BatchedGeneration:
             if self._started:
                 self.model._poke()
 
-    def release_chain(self) -> None:
-        with self._chain_lock:
-            chain, self._chain = self._chain, None
-        nat.free_chain(chain)
-
-    def __del__(self) -> None:
+    def __del__(self) -> None:  # never iterated: free the native samplers here
         with contextlib.suppress(Exception):
-            self.release_chain()
+            self._sampler.free()
 
     async def __aiter__(self) -> AsyncIterator[TokenOut]:
         if self._started:
@@ -591,7 +618,7 @@ class BatchedGeneration:
         self._started = True
         if self.cancelled:
             self.stats.done_reason = "cancel"
-            self.release_chain()
+            self._sampler.free()
             return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -604,7 +631,7 @@ class BatchedGeneration:
             emit=emit,
             prompt=self.prompt,
             sampling=self.sampling,
-            chain=self._chain,
+            sampler=self._sampler,
             submitted=time.perf_counter_ns(),
         )
         self.model._submit(request)
