@@ -65,6 +65,7 @@ class Sample:
 
 
 def direct(model: Path, tokens: int) -> Callable[[str], tuple[float, float]]:
+    """llama-cpp-python's own completion API, streaming, as an application would call it."""
     import llama_cpp
 
     llm = llama_cpp.Llama(str(model), n_ctx=4096, n_batch=512, verbose=False)
@@ -184,10 +185,12 @@ def main() -> int:
         for fn in [baseline, *runners.values()]:
             fn("warm up")  # loads, fills caches, compiles nothing twice
         for i in range(args.runs):
-            prompt = PROMPTS[i % len(PROMPTS)] + f" ({i})"
-            results["direct"].append(baseline(prompt))
-            for route in routes:  # interleaved, so background load hits every side alike
-                results[route].append(runners[route](prompt))
+            for side, fn in [("direct", baseline), *runners.items()]:
+                # Interleaved, so background load hits every side alike; a fresh prompt per side
+                # and run, so no side reuses another's prompt cache; a tiny request first, so no
+                # side pays for the other process having had the CPU caches.
+                fn(f"[warm {side} {i}]")
+                results[side].append(fn(f"[{side} {i}] " + PROMPTS[i % len(PROMPTS)]))
         after = rss_mib(server.pid)
         overrun = [disconnect_overrun(client) for _ in range(3)]
     finally:

@@ -294,6 +294,18 @@ class Session:
         finally:
             self.generation.cancel()
             await self.stack.aclose()
+            self._record_metrics()
+
+    def _record_metrics(self) -> None:
+        """Counted for every generation, including those the client abandoned."""
+        stats = self.generation.stats
+        name = self.record.display()
+        metrics = self.service.metrics
+        metrics.prompt_tokens.labels(name).inc(stats.prompt_tokens)
+        metrics.cached_tokens.labels(name).inc(stats.cached_tokens)
+        metrics.generated_tokens.labels(name).inc(stats.eval_count)
+        if stats.eval_count:
+            metrics.token_latency.labels(name).observe(stats.eval_ns / 1e9 / stats.eval_count)
 
     def _process(self, text: str) -> Chunk:
         return self._filter(self.stops.feed(text))
@@ -322,13 +334,6 @@ class Session:
     def _final(self) -> Chunk:
         stats = self.generation.stats
         reason = "length" if stats.done_reason == "length" and not self.stops.stopped else "stop"
-        name = self.record.display()
-        metrics = self.service.metrics
-        metrics.prompt_tokens.labels(name).inc(stats.prompt_tokens)
-        metrics.cached_tokens.labels(name).inc(stats.cached_tokens)
-        metrics.generated_tokens.labels(name).inc(stats.eval_count)
-        if stats.eval_count:
-            metrics.token_latency.labels(name).observe(stats.eval_ns / 1e9 / stats.eval_count)
         timings = Timings(
             total_ns=time.perf_counter_ns() - self.started,
             load_ns=int(self.lease.load_seconds * 1e9),
