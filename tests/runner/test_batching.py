@@ -20,11 +20,20 @@ import gguf
 import pytest
 
 from modelrunner.engine.base import LoadOptions, Sampling
-from modelrunner.engine.batched import BatchedGeneration, BatchedLlamaEngine, BatchedLlamaModel
+from modelrunner.engine.batched import (
+    BatchedGeneration,
+    BatchedLlamaEngine,
+    BatchedLlamaModel,
+    BatchTuning,
+)
 from modelrunner.errors import InvalidRequest
 from tests.support.tiny_model import write_tiny_gguf
 
 GREEDY = Sampling(temperature=0, num_predict=24)
+# For exact comparisons: llama.cpp's CPU flash attention rounds differently with the micro-batch
+# size (a prompt evaluated as 355+15 tokens vs 370 differs by ~0.007 in the tiny model's logits,
+# more than some top-2 gaps of its random weights); without it the tiny model is batch-invariant.
+EXACT = BatchTuning(flash_attn=False)
 
 PROMPTS = [
     "the quick brown fox",
@@ -48,9 +57,11 @@ ws     ::= " "?
 def load(tiny_gguf: Path) -> Iterator[object]:
     models: list[BatchedLlamaModel] = []
 
-    def loader(path: Path = tiny_gguf, **kw: object) -> BatchedLlamaModel:
+    def loader(
+        path: Path = tiny_gguf, tuning: BatchTuning | None = None, **kw: object
+    ) -> BatchedLlamaModel:
         options = LoadOptions(model_path=path, **kw)  # type: ignore[arg-type]
-        model = BatchedLlamaEngine().load(options)
+        model = BatchedLlamaEngine(tuning).load(options)
         models.append(model)
         return model
 
@@ -80,7 +91,7 @@ async def until(condition: Callable[[], bool]) -> None:
 
 
 async def test_concurrent_streams_match_single_runs(load) -> None:  # type: ignore[no-untyped-def]
-    model = load(num_ctx=256, parallel=4)
+    model = load(num_ctx=256, parallel=4, tuning=EXACT)
     alone = [await run(model, p) for p in PROMPTS]
     peak = 0
 
@@ -152,7 +163,7 @@ async def test_cancel_mid_stream_frees_the_slot(load) -> None:  # type: ignore[n
 
 
 async def test_grammar_and_free_requests_share_a_batch(load) -> None:  # type: ignore[no-untyped-def]
-    model = load(num_ctx=256, parallel=4)
+    model = load(num_ctx=256, parallel=4, tuning=EXACT)
     constrained = Sampling(temperature=0.8, seed=7, num_predict=200, grammar=JSON_GRAMMAR)
     free_alone = [await run(model, p) for p in PROMPTS[:2]]
     results = await asyncio.gather(
@@ -172,7 +183,7 @@ async def test_grammar_and_free_requests_share_a_batch(load) -> None:  # type: i
 
 
 async def test_prompt_cache_reuses_a_shared_prefix(load, tiny_gguf: Path) -> None:  # type: ignore[no-untyped-def]
-    model = load(num_ctx=2048, parallel=2)
+    model = load(num_ctx=2048, parallel=2, tuning=EXACT)
     prefix = " ".join(f"word{i}" for i in range(200))  # ~1500 byte-level tokens
     _, _, cold = await run(model, prefix + " first question")
     await run(model, "something unrelated")  # takes the other (least recently used) slot
@@ -184,7 +195,7 @@ async def test_prompt_cache_reuses_a_shared_prefix(load, tiny_gguf: Path) -> Non
         assert warm.stats.prompt_tokens - warm.stats.cached_tokens < 20
     assert min(w.stats.prompt_eval_ns for _, _, w in warm_runs) < cold.stats.prompt_eval_ns / 2
     # Reusing the KV gives the same answer as computing the prompt from scratch.
-    fresh = load(tiny_gguf, num_ctx=2048, parallel=2)
+    fresh = load(tiny_gguf, num_ctx=2048, parallel=2, tuning=EXACT)
     assert (await run(fresh, prefix + " question 1"))[0] == warm_runs[1][0]
     assert model.prompt_tokens_cached >= 2 * n_prefix
 
@@ -215,9 +226,10 @@ async def test_embeddings_in_one_batch(
         lambda self, value: add_pooling_type(self, gguf.PoolingType(int(value))),
     )
     path = write_tiny_gguf(tmp_path / "embed.gguf", embedding=True)
-    model = load(path, num_ctx=128, parallel=4, embedding=True)
+    model = load(path, num_ctx=128, parallel=1, embedding=True)  # as the core loads it
     texts = ["hello world", "the", "a much longer sentence of the world", "x", "ing of ed"]
     result = await model.embed(texts)
+    assert model.embed_decodes == 1  # the whole list in one llama_decode
     assert len(result.vectors) == len(texts)
     assert result.prompt_tokens == sum(len(model.tokenize(t)) for t in texts)
     for text, vector in zip(texts, result.vectors, strict=True):
@@ -230,6 +242,21 @@ async def test_embeddings_in_one_batch(
         await model.embed([long_text], truncate=False)
     truncated = await model.embed([long_text])
     assert truncated.prompt_tokens == model.context_length
+
+
+async def test_embeddings_from_a_generation_model(load) -> None:  # type: ignore[no-untyped-def]
+    # No pooling head: the mean of the token embeddings, on idle slots, between decode steps.
+    model = load(num_ctx=256, parallel=2, tuning=EXACT)
+    running = asyncio.create_task(
+        run(model, "hello world", Sampling(temperature=0, num_predict=50))
+    )
+    result = await model.embed(["hello world", "the"])
+    assert [len(v) for v in result.vectors] == [64, 64]
+    assert result.vectors[0] == pytest.approx(
+        (await model.embed(["hello world"])).vectors[0], abs=1e-4
+    )
+    tokens, _, _ = await running
+    assert tokens == (await run(model, "hello world", Sampling(temperature=0, num_predict=50)))[0]
 
 
 async def test_bad_requests(load) -> None:  # type: ignore[no-untyped-def]

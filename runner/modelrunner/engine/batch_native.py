@@ -46,11 +46,18 @@ def backend_init() -> None:
 
 
 def default_threads() -> int:
-    """All CPUs this process may run on (llama-server's default is the physical core count)."""
+    """One thread fewer than the CPUs this process may use (at least one).
+
+    llama.cpp's threads meet at a spinning barrier after every graph node, so a thread that loses
+    its core to anything else (the server's own event loop, another process) stalls the others:
+    on a 2-core machine with some background load, 2 threads decoded 2-4x slower than 1 (see
+    BENCHMARKS.md, Concurrency). Leaving one core free keeps the decode loop out of that trap.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from modelrunner.errors import InvalidRequest, ModelRunnerError
 
 _END = object()
 _MIN_REUSE = 16  # shortest shared prefix worth taking a slot's cache for
+_EMBED_SEQUENCES = 32  # inputs an embedding model evaluates in one decode (sharing n_ctx)
 
 Emit = Callable[[Any], None]
 
@@ -54,7 +55,9 @@ Emit = Callable[[Any], None]
 class BatchTuning:
     """Engine knobs that are not part of ``LoadOptions`` (defaults measured in BENCHMARKS.md)."""
 
-    threads: int = 0  # 0: every CPU this process may use
+    threads: int = (
+        0  # 0: one fewer than the CPUs this process may use (batch_native.default_threads)
+    )
     threads_batch: int = 0  # 0: same as threads
     flash_attn: bool | None = None  # None: llama.cpp decides
     # Full-size sliding-window KV (Gemma 2/3...): every cached prefix stays reusable, but the
@@ -129,8 +132,11 @@ class BatchedLlamaModel:
         if options.embedding:
             # An embedding batch must be one micro-batch (non-causal models need a whole input
             # in one; pooling is per micro-batch). One KV stream keeps llama.cpp from splitting
-            # the batch per sequence. llama.cpp pads the context to a multiple of 256.
+            # the batch per sequence, and lets a list of inputs share it as one sequence each
+            # (more sequences than slots cost nothing then). llama.cpp pads the context to a
+            # multiple of 256.
             unified = True
+            n_seq = max(n_seq, _EMBED_SEQUENCES)
             n_ctx_seq = n_batch = n_ubatch = -(-options.num_ctx // 256) * 256
         spec = nat.ContextSpec(
             n_ctx_seq=n_ctx_seq,
@@ -167,6 +173,7 @@ class BatchedLlamaModel:
         self.tokens_generated = 0
         self.prompt_tokens_evaluated = 0
         self.prompt_tokens_cached = 0
+        self.embed_decodes = 0
         self._thread = threading.Thread(
             target=self._loop, name=f"batched-decode:{options.model_path.name}", daemon=True
         )
@@ -579,6 +586,7 @@ class BatchedLlamaModel:
         return [float(x) for x in total / len(tokens)]
 
     def _embed_decode(self, batch: nat.NativeBatch) -> None:
+        self.embed_decodes += 1
         rc = self.native.decode(batch)
         if rc != 0:
             raise ModelRunnerError(f"llama_decode failed ({rc})")
