@@ -260,24 +260,25 @@ class Results:
         return statistics.median(r.ttft_ms for r in runs) if runs else float("nan")
 
 
-def thread_configs(spec: str, default: int) -> list[tuple[int, int]]:
-    """``"1,2,1/2"`` -> [(1, 1), (2, 2), (1, 2)]: threads for one-token steps / for batches."""
+def thread_configs(spec: str) -> list[tuple[int, int]]:
+    """``"auto,1,2,1/2"`` -> [(0, 0), (1, 1), (2, 2), (1, 2)]: threads for one-token steps / for
+    batches; auto (0) is the batched engine's default (measured per step) and llama-server's."""
     out = []
     for item in spec.split(","):
-        t, _, tb = item.partition("/")
-        threads = int(t) or default
-        out.append((threads, int(tb) if tb else threads))
+        t, _, tb = item.replace("auto", "0").partition("/")
+        out.append((int(t), int(tb) if tb else int(t)))
     return out
 
 
 def label(threads: tuple[int, int]) -> str:
     t, tb = threads
+    if not t:
+        return "auto"
     return f"{t}" if t == tb else f"{t}/{tb}"
 
 
 async def run(args: argparse.Namespace) -> str:
     from modelrunner.core.defaults import default_gguf
-    from modelrunner.engine import batch_native
     from modelrunner.engine.base import LoadOptions
     from modelrunner.engine.batched import BatchedLlamaEngine, BatchedLlamaModel, BatchTuning
     from modelrunner.engine.llama import LlamaEngine
@@ -286,7 +287,7 @@ async def run(args: argparse.Namespace) -> str:
     levels = [int(x) for x in args.levels.split(",")]
     slots = max(levels)
     setting = machine()
-    configs = thread_configs(args.threads, batch_native.default_threads())
+    configs = thread_configs(args.threads)
     simple = LlamaEngine().load(LoadOptions(model_path=gguf, num_ctx=args.ctx))
     runners: dict[str, tuple[Runner, list[int]]] = {
         "simple": (engine_runner(simple, args.tokens, ignore_eos=False), [1]),
@@ -309,7 +310,9 @@ async def run(args: argparse.Namespace) -> str:
             port = free_port()
             cmd = [str(server_bin), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
                    "-np", str(slots), "-c", str(slots * args.ctx), "-b", "512", "-ub", "512",
-                   "-t", str(t), "-tb", str(tb), "--no-webui"]  # fmt: skip
+                   "--no-webui"]  # fmt: skip
+            if t:
+                cmd += ["-t", str(t), "-tb", str(tb)]
             log = tmp / f"llama-server-{t}-{tb}.log"
             proc = stack.enter_context(process(cmd, None, log))
             client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600)
@@ -356,6 +359,13 @@ async def run(args: argparse.Namespace) -> str:
                         print(f"run {r} {name:>34} x{n}: {level.rate:6.1f} tok/s, "
                               f"ttft {level.ttft_ms:7.0f} ms, {level.tokens} tokens, "
                               f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+        for (t, _), model in zip(configs, models, strict=True):
+            if not t:
+                notes.append(
+                    "auto threads: the batched engine settled on "
+                    + ", ".join(f"{v} for {k}+ tokens" for k, v in model.thread_choices().items())
+                    + " per step"
+                )
     finally:
         for client in clients:
             await client.aclose()
@@ -410,7 +420,9 @@ def report(args: argparse.Namespace, res: Results, levels: list[int],
             summary.append("- " + "; ".join(parts))
     threads_note = (
         "threads T/TB = T threads for one-token steps, TB for batches (llama.cpp's "
-        "n_threads / n_threads_batch; same values given to llama-server as -t / -tb)"
+        "n_threads / n_threads_batch; same values given to llama-server as -t / -tb); auto = "
+        "each engine's default: the batched engine picks all CPUs or half of them per step "
+        "by measured step time, llama-server uses its own default"
     )
     lines = [
         "## Concurrency (issue 8)",
@@ -445,8 +457,8 @@ def main() -> int:
     parser.add_argument("--ctx", type=int, default=2048, help="context per slot")
     parser.add_argument(
         "--threads",
-        default="0",
-        help="comma-separated thread configs T or T/TB (0: the batched engine's default)",
+        default="auto,1,2",
+        help="comma-separated thread configs: auto (each engine's default), T or T/TB",
     )
     parser.add_argument("--llama-server", default=str(LLAMA_SERVER))
     parser.add_argument("--no-server", action="store_true", help="skip llama-server")

@@ -45,19 +45,12 @@ def backend_init() -> None:
             _backend_ready = True
 
 
-def default_threads() -> int:
-    """One thread fewer than the CPUs this process may use (at least one).
-
-    llama.cpp's threads meet at a spinning barrier after every graph node, so a thread that loses
-    its core to anything else (the server's own event loop, another process) stalls the others:
-    on a 2-core machine with some background load, 2 threads decoded 2-4x slower than 1 (see
-    BENCHMARKS.md, Concurrency). Leaving one core free keeps the decode loop out of that trap.
-    """
+def cpu_count() -> int:
+    """The CPUs this process may run on."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus - 1)
+        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -194,6 +187,9 @@ class NativeModel:
         return self._eog
 
     # -- decoding -------------------------------------------------------------------------------
+
+    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
+        llama_cpp.llama_set_n_threads(self.ctx, n_threads, n_threads_batch)
 
     def set_embeddings(self, on: bool) -> None:
         if on != self._embeddings:

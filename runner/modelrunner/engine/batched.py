@@ -42,6 +42,7 @@ from modelrunner.engine.base import (
     Sampling,
     TokenOut,
 )
+from modelrunner.engine.batch_threads import ThreadTuner
 from modelrunner.errors import InvalidRequest, ModelRunnerError
 
 _END = object()
@@ -55,9 +56,9 @@ Emit = Callable[[Any], None]
 class BatchTuning:
     """Engine knobs that are not part of ``LoadOptions`` (defaults measured in BENCHMARKS.md)."""
 
-    threads: int = (
-        0  # 0: one fewer than the CPUs this process may use (batch_native.default_threads)
-    )
+    # 0 (and no num_thread in LoadOptions): chosen per step between all CPUs and half of them,
+    # by measured step time (batch_threads.py)
+    threads: int = 0
     threads_batch: int = 0  # 0: same as threads
     flash_attn: bool | None = None  # None: llama.cpp decides
     # Full-size sliding-window KV (Gemma 2/3...): every cached prefix stays reusable, but the
@@ -124,7 +125,15 @@ class BatchedLlamaModel:
         n_gpu = options.num_gpu
         if n_gpu < 0:
             n_gpu = -1 if bool(llama_cpp.llama_supports_gpu_offload()) else 0
-        threads = options.num_thread or tuning.threads or nat.default_threads()
+        threads = options.num_thread or tuning.threads
+        if threads or tuning.threads_batch:
+            threads = threads or nat.cpu_count()
+            self._tuner = ThreadTuner([threads])
+        else:
+            cpus = nat.cpu_count()
+            self._tuner = ThreadTuner([cpus, cpus // 2])
+            threads = cpus
+        self._threads = threads
         n_batch = max(options.num_batch, n_seq)
         n_ubatch = options.num_batch
         unified = tuning.unified_kv
@@ -198,6 +207,15 @@ class BatchedLlamaModel:
     def active_sequences(self) -> int:
         """Requests holding a slot (prefilling or generating)."""
         return sum(1 for s in self._slots if s.request is not None)
+
+    @property
+    def threads(self) -> int:
+        """The CPU thread count llama.cpp used for the last step."""
+        return self._threads
+
+    def thread_choices(self) -> dict[int, int]:
+        """Preferred thread count by batch size (smallest token count of each size bucket)."""
+        return self._tuner.summary()
 
     @property
     def waiting(self) -> int:
@@ -412,7 +430,13 @@ class BatchedLlamaModel:
         if batch.n == 0:
             return
         native.set_embeddings(False)
+        threads = self._tuner.choose(batch.n)
+        if threads != self._threads:
+            native.set_threads(threads, self.tuning.threads_batch or threads)
+            self._threads = threads
+        started = time.perf_counter()
         rc = native.decode(batch)
+        self._tuner.record(threads, batch.n, time.perf_counter() - started)
         self.steps += 1
         if rc != 0:
             self._fail_requests(
