@@ -44,3 +44,11 @@ def test_a_single_choice_is_fixed() -> None:
     tuner = ThreadTuner([4, 4])
     assert drive(tuner, {4: 0.01}, 10) == [4] * 10
     assert ThreadTuner([2, 0]).choices == [2, 1]
+
+
+def test_one_slow_step_does_not_flip_it() -> None:
+    tuner = ThreadTuner([2, 1], warmup=3, explore_every=25)
+    drive(tuner, {2: 0.02, 1: 0.03}, 30)
+    tuner.record(2, 1, 0.5)  # a step that lost its core once
+    assert tuner.best(1) == 2
+    assert drive(tuner, {2: 0.02, 1: 0.03}, 20).count(2) >= 19

@@ -5,12 +5,15 @@ more threads are faster (on 2 cores, 2 threads decode Gemma 3 270M ~1.6x faster 
 anything else wants a core (another process, the server's own event loop) a descheduled thread
 stalls the others at every barrier, and the same 2 threads become 2-4x *slower* than 1. Which
 case applies changes while the server runs, so the decode loop measures instead of guessing: for
-each batch-size bucket it keeps a moving average of the step time at each candidate thread count,
-uses the fastest, and now and then re-tries the others.
+each batch-size bucket it keeps the recent step times at each candidate thread count, uses the
+one with the lowest median (one slow step does not flip it, a lasting change does within a few
+steps), and now and then re-tries the others.
 """
 
 from __future__ import annotations
 
+import collections
+import statistics
 from collections.abc import Sequence
 
 
@@ -22,15 +25,14 @@ class ThreadTuner:
         choices: Sequence[int],
         *,
         warmup: int = 3,
-        explore_every: int = 50,
-        alpha: float = 0.3,
+        explore_every: int = 25,
+        window: int = 7,
     ) -> None:
         self.choices = sorted({max(1, c) for c in choices}, reverse=True)
         self.warmup = warmup
         self.explore_every = explore_every
-        self.alpha = alpha
-        self._avg: dict[tuple[int, int], float] = {}
-        self._seen: dict[tuple[int, int], int] = {}
+        self.window = window
+        self._times: dict[tuple[int, int], collections.deque[float]] = {}
         self._steps: dict[int, int] = {}
 
     @staticmethod
@@ -45,7 +47,7 @@ class ThreadTuner:
         step = self._steps.get(b, 0) + 1
         self._steps[b] = step
         for c in self.choices:
-            if self._seen.get((c, b), 0) < self.warmup:
+            if len(self._times.get((c, b), ())) < self.warmup:
                 return c
         best = self.best(n_tokens)
         if step % self.explore_every == 0:
@@ -55,19 +57,19 @@ class ThreadTuner:
 
     def record(self, threads: int, n_tokens: int, seconds: float) -> None:
         key = (threads, self.bucket(n_tokens))
-        seen = self._seen.get(key, 0)
-        old = self._avg.get(key)
-        self._avg[key] = seconds if old is None else old + self.alpha * (seconds - old)
-        self._seen[key] = seen + 1
+        times = self._times.get(key)
+        if times is None:
+            times = self._times[key] = collections.deque(maxlen=self.window)
+        times.append(seconds)
 
     def best(self, n_tokens: int) -> int:
         b = self.bucket(n_tokens)
-        measured = [c for c in self.choices if (c, b) in self._avg]
+        measured = [c for c in self.choices if self._times.get((c, b))]
         if not measured:
             return self.choices[0]
-        return min(measured, key=lambda c: self._avg[(c, b)])
+        return min(measured, key=lambda c: statistics.median(self._times[(c, b)]))
 
     def summary(self) -> dict[int, int]:
         """The thread count currently preferred per bucket (its smallest token count)."""
-        buckets = sorted({b for _, b in self._avg})
+        buckets = sorted({b for _, b in self._times})
         return {1 << (b - 1): self.best(1 << (b - 1)) for b in buckets}
