@@ -60,9 +60,14 @@ class PathNormalizer:
 
 
 def default_engine(settings: Settings) -> Engine:
-    from modelrunner.engine.llama import LlamaEngine
+    """The engine ``settings.engine`` names (imported here: llama.cpp loads on import)."""
+    if settings.engine == "simple":
+        from modelrunner.engine.llama import LlamaEngine
 
-    return LlamaEngine()
+        return LlamaEngine()
+    from modelrunner.engine.batched import BatchedLlamaEngine, BatchTuning
+
+    return BatchedLlamaEngine(BatchTuning(flash_attn=settings.flash_attention))
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:

@@ -41,7 +41,11 @@ class Metrics:
             "modelrunner_queue_depth", "Requests waiting for a slot.", ["model"], registry=r
         )
         self.active = Gauge(
-            "modelrunner_active_requests", "Requests being served.", ["model"], registry=r
+            "modelrunner_active_requests", "Requests holding a slot (sequences being decoded).",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.slots = Gauge(
+            "modelrunner_slots", "Requests a loaded model serves at once.", ["model"], registry=r
         )
 
     def render(self) -> bytes:

@@ -5,8 +5,8 @@
 - ``keep_alive`` sets how long a runner stays after its last request (0: unload at once,
   negative: forever). A reaper task unloads expired idle runners.
 - At most ``max_loaded_models`` runners exist; the least recently used idle one is evicted.
-- Each runner admits ``parallel`` requests at once and queues up to ``max_queue`` more; beyond
-  that the caller gets ``Busy`` (Ollama's 503).
+- Each runner admits as many requests as its model has slots (``parallel`` with the batched
+  engine) and queues up to ``max_queue`` more; beyond that the caller gets ``Busy`` (Ollama's 503).
 Loading runs off the event loop; concurrent requests for the same model share one load.
 """
 
@@ -164,7 +164,7 @@ class Scheduler:
             options=options,
             model=model,
             keep_alive=self.default_keep_alive,
-            slots=asyncio.Semaphore(max(1, options.parallel)),
+            slots=asyncio.Semaphore(max(1, model.slots)),
             loaded_at=now,
             load_seconds=now - started,
             last_used=now,

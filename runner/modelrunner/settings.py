@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,8 +42,22 @@ class Settings(BaseSettings):
     max_queue: int = Field(
         default=512, ge=1, description="Requests waiting per model before new ones get 503."
     )
+    engine: Literal["batched", "simple"] = Field(
+        default="batched",
+        description="'batched': concurrent requests to a model share one decode loop "
+        "(continuous batching); 'simple': llama-cpp-python's high-level API, one request at a "
+        "time per model.",
+    )
     num_parallel: int = Field(
-        default=1, ge=1, description="Requests one loaded model serves at the same time (slots)."
+        default=4,
+        ge=1,
+        description="Requests one loaded model serves at the same time (slots; each has its own "
+        "num_ctx of KV cache). The simple engine always serves one.",
+    )
+    flash_attention: bool | None = Field(
+        default=None,
+        description="Use flash attention (true/false); unset lets llama.cpp decide per model "
+        "and device.",
     )
     context_size: int = Field(
         default=4096,

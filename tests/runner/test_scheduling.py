@@ -85,7 +85,7 @@ def test_full_queue_answers_503(make_runner: Callable[..., LiveServer], store_di
     from modelrunner.store.models import ModelStore
 
     ensure_default_model(ModelStore(store_dir), "gemma")
-    server = make_runner(max_queue=1)
+    server = make_runner(max_queue=1, num_parallel=1)  # one slot, one queue place
     client = httpx.Client(base_url=server.url, timeout=60)
     # A grammar that needs at least 60 numbers: the first request holds the slot for seconds.
     schema = {"type": "array", "items": {"type": "integer"}, "minItems": 60}

@@ -36,6 +36,10 @@ class FakeModel:
     def size_bytes(self) -> int:
         return 1
 
+    @property
+    def slots(self) -> int:
+        return max(1, self.options.parallel)
+
     def tokenize(self, text: str, *, add_bos: bool = True) -> list[int]:
         self.engine.prompts.append(text)
         return [ord(c) for c in text]

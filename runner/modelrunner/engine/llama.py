@@ -76,6 +76,10 @@ class LlamaModel:
         return os.path.getsize(self.options.model_path)
 
     @property
+    def slots(self) -> int:
+        return 1  # one llama_cpp.Llama: requests take turns
+
+    @property
     def size_vram(self) -> int:
         """Bytes offloaded to the GPU (all of the weights when any layer is, as an estimate)."""
         return self.size_bytes if self.gpu_layers != 0 and gpu_available() else 0
