@@ -5,8 +5,8 @@
 - the batched engine's own single stream;
 - llama.cpp's ``llama-server`` (built from the vendored llama.cpp of the llama-cpp-python sdist,
   cached under ~/.cache/modelrunner/llama-server/; skipped when not built) with ``-np 8``;
-- optionally the runner over HTTP (``/api/generate`` and ``/v1/chat/completions``) with the
-  batched engine and ``MODEL_RUNNER_NUM_PARALLEL=8``.
+- optionally the runner over HTTP (``modelrunner serve``: ``/api/generate`` and
+  ``/v1/chat/completions``) with ``MODEL_RUNNER_NUM_PARALLEL=8``.
 
 Every engine samples the same way (temperature 0.8, top_k 40, top_p 0.9, min_p 0) and, where it
 can, ignores end-of-generation so each stream yields exactly ``--tokens`` tokens. Runs are
@@ -226,21 +226,6 @@ async def wait_ready(client: httpx.AsyncClient, path: str, proc: subprocess.Pope
     raise RuntimeError("server did not become ready")
 
 
-def serve_batched(listen: str) -> None:
-    """The runner app with the batched engine (``--serve``: used by ``--http``)."""
-    import uvicorn
-
-    from modelrunner.app import create_app
-    from modelrunner.engine.batched import BatchedLlamaEngine, BatchTuning
-    from modelrunner.settings import Settings
-
-    host, port = listen.rsplit(":", 1)
-    threads_batch = int(os.environ.get("BENCH_THREADS_BATCH", "0"))
-    engine = BatchedLlamaEngine(BatchTuning(threads_batch=threads_batch))
-    app = create_app(Settings(listen=[]), engine=engine)
-    uvicorn.run(app, host=host, port=int(port), log_level="warning")
-
-
 # -- the run ------------------------------------------------------------------------------------
 
 
@@ -330,15 +315,21 @@ async def run(args: argparse.Namespace) -> str:
             from modelrunner.core.defaults import ensure_default_model
             from modelrunner.store.models import ModelStore
 
-            t, tb = configs[0]
+            t, tb = configs[0]  # the runner has no threads_batch setting: only t == tb
             store = tmp / "models"
             ensure_default_model(ModelStore(store))
             port = free_port()
             env = dict(os.environ, MODEL_RUNNER_MODELS=str(store), MODEL_RUNNER_KEEP_ALIVE="1h",
                        MODEL_RUNNER_NUM_PARALLEL=str(slots), MODEL_RUNNER_CONTEXT_SIZE=str(args.ctx),
-                       MODEL_RUNNER_NUM_THREAD=str(t), MODEL_RUNNER_PRUNE="false",
-                       BENCH_THREADS_BATCH=str(tb))  # fmt: skip
-            cmd = [sys.executable, "-m", "bench.bench_concurrency", "--serve", f"127.0.0.1:{port}"]
+                       MODEL_RUNNER_NUM_THREAD=str(t), MODEL_RUNNER_PRUNE="false")  # fmt: skip
+            cmd = [
+                sys.executable,
+                "-m",
+                "modelrunner.cli",
+                "serve",
+                "--listen",
+                f"127.0.0.1:{port}",
+            ]
             proc = stack.enter_context(process(cmd, env, tmp / "modelrunner.log"))
             client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600)
             clients.append(client)
@@ -464,11 +455,7 @@ def main() -> int:
     parser.add_argument("--no-server", action="store_true", help="skip llama-server")
     parser.add_argument("--http", action="store_true", help="also measure the runner over HTTP")
     parser.add_argument("--no-write", action="store_true", help="print only; keep BENCHMARKS.md")
-    parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve_batched(args.serve)
-        return 0
     args.server_built = Path(args.llama_server).is_file()
     body = asyncio.run(run(args))
     if not args.no_write:

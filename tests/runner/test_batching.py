@@ -119,6 +119,25 @@ async def test_concurrent_streams_match_single_runs(load) -> None:  # type: igno
     assert model.active_sequences == 0 and model.waiting == 0
 
 
+async def test_busy_slots_stay_together(load) -> None:  # type: ignore[no-untyped-def]
+    # llama.cpp's attention spans every KV stream from the lowest busy sequence to the highest.
+    model = load(num_ctx=256, parallel=8)
+    spans: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            busy = model.busy_sequences()
+            if len(busy) == 3:
+                spans.append(max(busy) - min(busy))
+            await asyncio.sleep(0.001)
+
+    watcher = asyncio.create_task(watch())
+    for round in range(4):  # least-recently-used choice alone would move across all 8 slots
+        await asyncio.gather(*(run(model, f"{round} {p}") for p in PROMPTS[:3]))
+    watcher.cancel()
+    assert spans and max(spans) == 2
+
+
 async def test_cancel_mid_stream_frees_the_slot(load) -> None:  # type: ignore[no-untyped-def]
     model = load(num_ctx=4096, parallel=1)
     endless = Sampling(temperature=0.8, seed=1, num_predict=4000)
@@ -198,6 +217,42 @@ async def test_prompt_cache_reuses_a_shared_prefix(load, tiny_gguf: Path) -> Non
     fresh = load(tiny_gguf, num_ctx=2048, parallel=2, tuning=EXACT)
     assert (await run(fresh, prefix + " question 1"))[0] == warm_runs[1][0]
     assert model.prompt_tokens_cached >= 2 * n_prefix
+
+
+def test_penalties_match_llama_cpp() -> None:
+    """Penalties on the logits row give exactly llama.cpp's penalties sampler's logits."""
+    import ctypes
+
+    import llama_cpp
+    import numpy as np
+
+    from modelrunner.engine.batch_native import _TOKEN_DATA, Penalties
+
+    rng = np.random.default_rng(0)
+    n_vocab, last_n = 1000, 64
+    ours = Penalties(last_n, repeat=1.3, frequency=0.2, presence=0.4)
+    theirs = llama_cpp.llama_sampler_init_penalties(n_vocab, last_n, 1.3, 0.2, 0.4)
+    try:
+        for token in rng.integers(0, 80, size=150):  # repeats, and more than last_n of them
+            ours.accept(int(token))
+            llama_cpp.llama_sampler_accept(theirs, int(token))
+        logits = rng.normal(0, 3, n_vocab).astype(np.float32)
+        cand = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+        cand["id"] = np.arange(n_vocab)
+        cand["logit"] = logits
+        arr = llama_cpp.llama_token_data_array(
+            data=ctypes.cast(cand.ctypes.data, llama_cpp.llama_token_data_p),
+            size=n_vocab, selected=-1, sorted=False,
+        )  # fmt: skip
+        llama_cpp.llama_sampler_apply(theirs, ctypes.byref(arr))
+    finally:
+        llama_cpp.llama_sampler_free(theirs)
+    row = logits.copy()
+    saved = ours.apply(row)
+    assert not np.array_equal(row, logits)  # something was penalized
+    assert np.array_equal(row, cand["logit"])
+    Penalties.restore(row, saved)
+    assert np.array_equal(row, logits)
 
 
 async def test_logprobs(load) -> None:  # type: ignore[no-untyped-def]

@@ -238,3 +238,28 @@ async def test_a_repeated_prefix_comes_from_the_prompt_cache(start) -> None:  # 
     usage = reused["usage"]
     assert usage["prompt_tokens_details"]["cached_tokens"] > 0.95 * usage["prompt_tokens"]
     assert cached_total >= 2 * 1400
+
+
+async def test_the_simple_engine_serves_one_request_at_a_time(
+    make_runner: Callable[..., LiveServer], tiny_gguf: Path
+) -> None:
+    server = make_runner(engine="simple", num_parallel=4)
+    with httpx.Client(base_url=server.url, timeout=60) as sync:
+        upload_and_create(sync, tiny_gguf, MODEL)
+    async with client_for(server) as client:
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, await metric(client, "modelrunner_active_requests"))
+                await asyncio.sleep(0.005)
+
+        watcher = asyncio.create_task(watch())
+        results = await asyncio.gather(*(ollama_generate(client, p) for p in PROMPTS[:3]))
+        watcher.cancel()
+        assert all(r["eval_count"] > 0 and r["response"] for r in results)
+        assert peak == 1
+        assert await metric(client, "modelrunner_slots") == 1
+        await client.post("/api/generate", json={"model": MODEL, "keep_alive": 0})
+        assert "modelrunner_slots{" not in (await client.get("/metrics")).text
