@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 
 from bench.report import machine, write_section
+from modelrunner.engine.cpu import default_threads
 
 LLAMA_SERVER = Path.home() / ".cache/modelrunner/llama-server/build/bin/llama-server"
 TOPICS = [
@@ -350,13 +351,6 @@ async def run(args: argparse.Namespace) -> str:
                         print(f"run {r} {name:>34} x{n}: {level.rate:6.1f} tok/s, "
                               f"ttft {level.ttft_ms:7.0f} ms, {level.tokens} tokens, "
                               f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-        for (t, _), model in zip(configs, models, strict=True):
-            if not t:
-                notes.append(
-                    "auto threads: the batched engine settled on "
-                    + ", ".join(f"{v} for {k}+ tokens" for k, v in model.thread_choices().items())
-                    + " per step"
-                )
     finally:
         for client in clients:
             await client.aclose()
@@ -412,8 +406,8 @@ def report(args: argparse.Namespace, res: Results, levels: list[int],
     threads_note = (
         "threads T/TB = T threads for one-token steps, TB for batches (llama.cpp's "
         "n_threads / n_threads_batch; same values given to llama-server as -t / -tb); auto = "
-        "each engine's default: the batched engine picks all CPUs or half of them per step "
-        "by measured step time, llama-server uses its own default"
+        f"each engine's default: the batched engine (and the runner) one thread per physical "
+        f"core ({default_threads()} here), llama-server its own default"
     )
     lines = [
         "## Concurrency (issue 8)",

@@ -64,11 +64,12 @@ class Sample:
         return (self.first - self.start) * 1000, rate
 
 
-def direct(model: Path, tokens: int) -> Callable[[str], tuple[float, float]]:
+def direct(model: Path, tokens: int, threads: int) -> Callable[[str], tuple[float, float]]:
     """llama-cpp-python's own completion API, streaming, as an application would call it."""
     import llama_cpp
 
-    llm = llama_cpp.Llama(str(model), n_ctx=4096, n_batch=512, verbose=False)
+    llm = llama_cpp.Llama(str(model), n_ctx=4096, n_batch=512, n_threads=threads,
+                          n_threads_batch=threads, verbose=False)  # fmt: skip
 
     def run(prompt: str) -> tuple[float, float]:
         sample = Sample()
@@ -76,6 +77,32 @@ def direct(model: Path, tokens: int) -> Callable[[str], tuple[float, float]]:
         for _ in llm.create_completion(ids, max_tokens=tokens, temperature=0, stream=True,
                                        top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0):  # fmt: skip
             sample.token()
+        return sample.result()
+
+    return run
+
+
+def engine_direct(model: Path, tokens: int, threads: int) -> Callable[[str], tuple[float, float]]:
+    """The runner's own engine in this process: what the runner adds besides its engine."""
+    import asyncio
+
+    from modelrunner.engine.base import LoadOptions, Sampling
+    from modelrunner.engine.batched import BatchedLlamaEngine
+
+    options = LoadOptions(model_path=model, num_ctx=4096, num_thread=threads, parallel=1)
+    engine_model = BatchedLlamaEngine().load(options)
+    sampling = Sampling(temperature=0, top_k=40, top_p=0.9, min_p=0.0, num_predict=tokens)
+
+    def run(prompt: str) -> tuple[float, float]:
+        sample = Sample()
+
+        async def consume() -> None:
+            ids = engine_model.tokenize(TEMPLATE.format(prompt))
+            async for out in engine_model.generate(ids, sampling):
+                if out.text:
+                    sample.token()
+
+        asyncio.run(consume())
         return sample.result()
 
     return run
@@ -152,6 +179,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument(
+        "--threads", type=int, default=len(os.sched_getaffinity(0)), help="for every side"
+    )
     args = parser.parse_args()
 
     from modelrunner.core.defaults import default_gguf, ensure_default_model
@@ -161,7 +191,8 @@ def main() -> int:
     ensure_default_model(ModelStore(store))
     port = free_port()
     env = dict(os.environ, MODEL_RUNNER_MODELS=str(store), MODEL_RUNNER_LISTEN=f"127.0.0.1:{port}",
-               MODEL_RUNNER_LOG_LEVEL="warning", MODEL_RUNNER_KEEP_ALIVE="-1")  # fmt: skip
+               MODEL_RUNNER_LOG_LEVEL="warning", MODEL_RUNNER_KEEP_ALIVE="-1",
+               MODEL_RUNNER_NUM_THREAD=str(args.threads))  # fmt: skip
     server = subprocess.Popen([sys.executable, "-m", "modelrunner.cli", "serve"], env=env)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
     try:
@@ -178,10 +209,11 @@ def main() -> int:
         idle = rss_mib(server.pid)
         client.post("/api/generate", json={"model": "gemma3:270m"})
         loaded = rss_mib(server.pid)
-        baseline = direct(default_gguf(), args.tokens)
+        baseline = direct(default_gguf(), args.tokens, args.threads)
         routes = ["/api/generate", "/api/chat", "/v1/chat/completions"]
-        runners = {r: via_api(client, r, args.tokens) for r in routes}
-        results: dict[str, list[tuple[float, float]]] = {"direct": [], **{r: [] for r in routes}}
+        runners = {"engine": engine_direct(default_gguf(), args.tokens, args.threads)}
+        runners.update({r: via_api(client, r, args.tokens) for r in routes})
+        results: dict[str, list[tuple[float, float]]] = {"direct": [], **{r: [] for r in runners}}
         for fn in [baseline, *runners.values()]:
             fn("warm up")  # loads, fills caches, compiles nothing twice
         for i in range(args.runs):
@@ -200,18 +232,22 @@ def main() -> int:
     d_ttft = median([t for t, _ in results["direct"]])
     d_rate = median([r for _, r in results["direct"]])
     rows = [f"| llama-cpp-python directly | {d_rate:.1f} | 1.00 | {d_ttft:.1f} | 0.0 |"]
-    for route in routes:
-        ttft = median([t for t, _ in results[route]])
-        rate = median([r for _, r in results[route]])
+    for side in runners:
+        ttft = median([t for t, _ in results[side]])
+        rate = median([r for _, r in results[side]])
+        name = "the runner's engine in process (no HTTP)" if side == "engine" else f"`{side}`"
         rows.append(
-            f"| `{route}` | {rate:.1f} | {rate / d_rate:.2f} | {ttft:.1f} | {ttft - d_ttft:+.1f} |"
+            f"| {name} | {rate:.1f} | {rate / d_rate:.2f} | {ttft:.1f} | {ttft - d_ttft:+.1f} |"
         )
     body = "\n".join(
         [
             "## Inference overhead (issue 3)",
             "",
-            f"Gemma 3 270M Q4_K_M, CPU, greedy, {args.tokens} tokens, {args.runs} runs per route "
-            f"(medians), prompts rendered with the same Gemma chat template. {setting}.",
+            f"Gemma 3 270M Q4_K_M, CPU, {args.threads} threads on every side, greedy, "
+            f"{args.tokens} tokens, {args.runs} runs per route (medians, interleaved), prompts "
+            f"rendered with the same Gemma chat template; the runner with its default (batched) "
+            f"engine. Time to first token is measured by the client: from sending the request "
+            f"(or calling the API) to the first token. {setting}.",
             "",
             "| path | tokens/s | ratio to direct | time to first token (ms) | added (ms) |",
             "|---|---|---|---|---|",
@@ -224,7 +260,7 @@ def main() -> int:
             f"runner generated {median(overrun):.0f} more token(s) before stopping (median of 3; "
             f"runs: {', '.join(str(int(o)) for o in overrun)}).",
             "",
-            "Command: `.venv/bin/python -m bench.bench_inference`",
+            f"Command: `.venv/bin/python -m bench.bench_inference {' '.join(sys.argv[1:])}`",
         ]
     )
     write_section("inference", body)

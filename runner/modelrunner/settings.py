@@ -71,7 +71,10 @@ class Settings(BaseSettings):
         "is available, 0 keeps everything on the CPU.",
     )
     num_thread: int = Field(
-        default=0, ge=0, description="CPU threads for inference; 0 lets llama.cpp choose."
+        default=0,
+        ge=0,
+        description="CPU threads for inference; 0: one per physical core, at most the "
+        "container's CPU quota.",
     )
     origins: Annotated[list[str], NoDecode] = Field(
         default=[], description="Extra CORS origins allowed besides localhost."

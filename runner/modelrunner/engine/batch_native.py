@@ -12,7 +12,6 @@ import collections
 import ctypes
 import logging
 import math
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,14 +43,6 @@ def backend_init() -> None:
                 log.setLevel(logging.ERROR)
             llama_cpp.llama_backend_init()
             _backend_ready = True
-
-
-def cpu_count() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -188,9 +179,6 @@ class NativeModel:
         return self._eog
 
     # -- decoding -------------------------------------------------------------------------------
-
-    def set_threads(self, n_threads: int, n_threads_batch: int) -> None:
-        llama_cpp.llama_set_n_threads(self.ctx, n_threads, n_threads_batch)
 
     def set_embeddings(self, on: bool) -> None:
         if on != self._embeddings:

@@ -42,7 +42,7 @@ from modelrunner.engine.base import (
     Sampling,
     TokenOut,
 )
-from modelrunner.engine.batch_threads import ThreadTuner
+from modelrunner.engine.cpu import default_threads
 from modelrunner.errors import InvalidRequest, ModelRunnerError
 
 _END = object()
@@ -56,9 +56,7 @@ Emit = Callable[[Any], None]
 class BatchTuning:
     """Engine knobs that are not part of ``LoadOptions`` (defaults measured in BENCHMARKS.md)."""
 
-    # 0 (and no num_thread in LoadOptions): chosen per step between all CPUs and half of them,
-    # by measured step time (batch_threads.py)
-    threads: int = 0
+    threads: int = 0  # 0 (and no num_thread in LoadOptions): one per physical core (cpu.py)
     threads_batch: int = 0  # 0: same as threads
     flash_attn: bool | None = None  # None: llama.cpp decides
     # Full-size sliding-window KV (Gemma 2/3...): every cached prefix stays reusable, but the
@@ -125,14 +123,7 @@ class BatchedLlamaModel:
         n_gpu = options.num_gpu
         if n_gpu < 0:
             n_gpu = -1 if bool(llama_cpp.llama_supports_gpu_offload()) else 0
-        threads = options.num_thread or tuning.threads
-        if threads or tuning.threads_batch:
-            threads = threads or nat.cpu_count()
-            self._tuner = ThreadTuner([threads])
-        else:
-            cpus = nat.cpu_count()
-            self._tuner = ThreadTuner([cpus, cpus // 2])
-            threads = cpus
+        threads = options.num_thread or tuning.threads or default_threads()
         self._threads = threads
         n_batch = max(options.num_batch, n_seq)
         n_ubatch = options.num_batch
@@ -214,12 +205,8 @@ class BatchedLlamaModel:
 
     @property
     def threads(self) -> int:
-        """The CPU thread count llama.cpp used for the last step."""
+        """CPU threads llama.cpp decodes with."""
         return self._threads
-
-    def thread_choices(self) -> dict[int, int]:
-        """Preferred thread count by batch size (smallest token count of each size bucket)."""
-        return self._tuner.summary()
 
     @property
     def waiting(self) -> int:
@@ -442,13 +429,7 @@ class BatchedLlamaModel:
         if batch.n == 0:
             return
         native.set_embeddings(False)
-        threads = self._tuner.choose(batch.n)
-        if threads != self._threads:
-            native.set_threads(threads, self.tuning.threads_batch or threads)
-            self._threads = threads
-        started = time.perf_counter()
         rc = native.decode(batch)
-        self._tuner.record(threads, batch.n, time.perf_counter() - started)
         self.steps += 1
         if rc != 0:
             self._fail_requests(

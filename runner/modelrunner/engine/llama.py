@@ -29,6 +29,7 @@ from modelrunner.engine.base import (
     Sampling,
     TokenOut,
 )
+from modelrunner.engine.cpu import default_threads
 from modelrunner.errors import InvalidRequest, ModelRunnerError
 
 _END = object()
@@ -56,7 +57,7 @@ class LlamaModel:
                 n_batch=options.num_batch,
                 n_ubatch=options.num_batch,
                 n_gpu_layers=n_gpu,
-                n_threads=options.num_thread or None,
+                n_threads=options.num_thread or default_threads(),
                 use_mmap=options.use_mmap,
                 embedding=options.embedding,
                 verbose=False,
