@@ -429,6 +429,16 @@ def report(args: argparse.Namespace, res: Results, levels: list[int],
         *summary,
         *[f"- {n}" for n in notes],
         "",
+        "`/api/generate` cannot ignore end of generation (Ollama has no such option): a stream "
+        "that ends early leaves fewer streams for the rest of the run and lowers that row. "
+        "What moved these numbers (engine/batched.py, batch_native.py, cpu.py): busy slots are "
+        "kept next to each other, because llama.cpp's attention spans every KV stream from the "
+        "lowest busy sequence to the highest (4 requests in slots 0, 5, 6, 7 took 1.6x the step "
+        "time of slots 1-4); repeat penalties are applied to the few token ids in their window "
+        "instead of through llama.cpp's sampler, which looks up all 262k candidates (~1 ms per "
+        "token per stream); one thread per physical core beat choosing 1 or 2 threads per step "
+        "by measured step time.",
+        "",
         "Command: `.venv/bin/python -m bench.bench_concurrency " + " ".join(sys.argv[1:]) + "`",
     ]
     return "\n".join(lines)
@@ -442,7 +452,7 @@ def main() -> int:
     parser.add_argument("--ctx", type=int, default=2048, help="context per slot")
     parser.add_argument(
         "--threads",
-        default="auto,1,2",
+        default="auto",
         help="comma-separated thread configs: auto (each engine's default), T or T/TB",
     )
     parser.add_argument("--llama-server", default=str(LLAMA_SERVER))
