@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from modeloperator.modelfile import ModelfileError, to_create_fields
 from modeloperator.refs import canonical, display, is_docker_hub
 
 
@@ -31,7 +32,7 @@ class Copy:
 @dataclass(frozen=True)
 class Create:
     name: str
-    modelfile: str
+    fields: dict[str, Any]  # /api/create's fields for the Modelfile (modelfile.py)
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,10 @@ def plan_present(
     if model.kind == "modelfile":
         applied = model.status.get("appliedHash")
         if own not in tags or applied != spec_hash(model.spec):
-            return [Create(model.served, model.spec["modelfile"])]
+            try:
+                return [Create(model.served, to_create_fields(model.spec["modelfile"]))]
+            except ModelfileError as exc:
+                return [Wait("InvalidSpec", f"modelfile: {exc}")]
         return []
     return [Wait("InvalidSpec", "set exactly one of source, copyFrom or modelfile")]
 

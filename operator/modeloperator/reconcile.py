@@ -120,7 +120,7 @@ async def execute(client: RunnerClient, action: Action, progress: ProgressReport
     elif isinstance(action, Copy):
         await client.copy(action.source, action.destination)
     elif isinstance(action, Create):
-        await client.create(action.name, action.modelfile)
+        await client.create(action.name, action.fields)
     elif isinstance(action, Delete):
         await client.delete(action.name)
 

@@ -56,10 +56,9 @@ class RunnerClient:
     async def copy(self, source: str, destination: str) -> None:
         await self._request("POST", "/api/copy", {"source": source, "destination": destination})
 
-    async def create(self, name: str, modelfile: str) -> None:
-        await self._request(
-            "POST", "/api/create", {"model": name, "modelfile": modelfile, "stream": False}
-        )
+    async def create(self, name: str, fields: dict[str, Any]) -> None:
+        """``/api/create`` with a Modelfile's fields (``from``, ``system``, ``parameters``...)."""
+        await self._request("POST", "/api/create", {**fields, "model": name, "stream": False})
 
     async def delete(self, name: str) -> bool:
         """Delete ``name``; False if it was not there."""

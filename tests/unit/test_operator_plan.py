@@ -103,13 +103,17 @@ def test_copy_waits_for_its_origin() -> None:
 def test_modelfile_is_applied_once_per_spec() -> None:
     text = "FROM base\nSYSTEM You are terse."
     model = view("terse", modelfile=text)
-    assert plan_present(model, tags("base"), set()) == [Create("terse:latest", text)]
+    fields = {"from": "base", "system": "You are terse."}
+    assert plan_present(model, tags("base"), set()) == [Create("terse:latest", fields)]
     done = view("terse", {"appliedHash": spec_hash({"modelfile": text})}, modelfile=text)
     assert plan_present(done, tags("base", "terse"), set()) == []
     edited = view("terse", {"appliedHash": spec_hash({"modelfile": text})}, modelfile=text + "!")
     assert plan_present(edited, tags("base", "terse"), set()) == [
-        Create("terse:latest", text + "!")
+        Create("terse:latest", {"from": "base", "system": "You are terse.!"})
     ]
+    bad = view("bad", modelfile="SYSTEM no base model")
+    (action,) = plan_present(bad, tags("base"), set())
+    assert action == Wait("InvalidSpec", "modelfile: no FROM line")
 
 
 def test_delete_removes_name_and_unshared_source() -> None:
