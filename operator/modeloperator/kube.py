@@ -83,7 +83,12 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
-        return dict(found.to_dict())
+        data = dict(found.to_dict())
+        if data.get("kind") == "Status" and kind != "Status":  # a failure, not the object
+            if data.get("code") == 404:
+                return None
+            raise KubeError(str(data.get("message") or data))
+        return data
 
     async def list_objects(
         self, api_version: str, kind: str, namespace: str, label_selector: str | None = None
@@ -112,6 +117,15 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:  # the object is gone: nothing left to report on
                 raise
+
+    async def secret(self, name: str, namespace: str) -> dict[str, Any] | None:
+        """A Secret by name (None if absent); KubeError when the operator may not read it."""
+        try:
+            return await self.get("v1", "Secret", name, namespace)
+        except ApiException as exc:
+            raise KubeError(f"reading Secret {name!r}: {exc.reason}") from None
+        except KubeError as exc:
+            raise KubeError(f"reading Secret {name!r}: {exc}") from None
 
     async def models(self, namespace: str) -> list[dict[str, Any]]:
         return await self.list_objects(API_VERSION, "Model", namespace)

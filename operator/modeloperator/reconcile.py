@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modeloperator import conditions
+from modeloperator.credentials import SecretError, registry_config
 from modeloperator.instances import Instance, resolve
-from modeloperator.kube import Kube
+from modeloperator.kube import Kube, KubeError
 from modeloperator.plan import (
     Action,
     Copy,
@@ -111,12 +112,14 @@ class ProgressReporter:
         )
 
 
-async def execute(client: RunnerClient, action: Action, progress: ProgressReporter) -> None:
+async def execute(
+    client: RunnerClient, action: Action, progress: ProgressReporter, auth: str | None = None
+) -> None:
     if isinstance(action, Pull):
         if action.docker:
-            await client.pull_docker(action.source, progress)
+            await client.pull_docker(action.source, progress, auth)
         else:
-            await client.pull(action.source, action.insecure, progress)
+            await client.pull(action.source, action.insecure, progress, auth)
     elif isinstance(action, Copy):
         await client.copy(action.source, action.destination)
     elif isinstance(action, Create):
@@ -125,8 +128,28 @@ async def execute(client: RunnerClient, action: Action, progress: ProgressReport
         await client.delete(action.name)
 
 
+async def pull_auth(ctx: Context, namespace: str, view: ModelView) -> str | None:
+    """The ``X-Registry-Config`` value of the Model's pull secret (None without one); raises
+    SecretError when the Secret is missing or unusable."""
+    ref = view.spec.get("pullSecretRef") if view.kind == "source" else None
+    if not ref:
+        return None
+    try:
+        secret = await ctx.kube.secret(ref["name"], namespace)
+    except KubeError as exc:
+        raise SecretError(str(exc)) from None
+    if secret is None:
+        raise SecretError(f"Secret {ref['name']!r} not found")
+    return registry_config(secret)
+
+
 async def converge_instance(
-    ctx: Context, instance: Instance, view: ModelView, needed: set[str], progress: ProgressReporter
+    ctx: Context,
+    instance: Instance,
+    view: ModelView,
+    needed: set[str],
+    progress: ProgressReporter,
+    auth: str | None = None,
 ) -> InstanceResult:
     settings = ctx.settings
     client = RunnerClient(instance.url, settings.request_timeout, settings.pull_timeout)
@@ -136,7 +159,7 @@ async def converge_instance(
         for action in actions:
             if isinstance(action, Wait):
                 return InstanceResult(instance, "Waiting", action.message)
-            await execute(client, action, progress)
+            await execute(client, action, progress, auth)
         shown = await client.show(view.served)
         digest = tag_index(await client.tags()).get(canonical(view.name), "")
         return InstanceResult(instance, "Ready", digest=digest, show=shown)
@@ -159,7 +182,12 @@ async def reconcile_model(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     needed = references_in_use(others, exclude=name)
     instances = await instances_for(ctx, body)
     progress = ProgressReporter(ctx, namespace, name)
-    results = [await converge_instance(ctx, i, view, needed, progress) for i in instances]
+    try:
+        auth = await pull_auth(ctx, namespace, view)
+    except SecretError as exc:  # every instance waits until the Secret is fixed
+        results = [InstanceResult(i, "Waiting", f"pullSecretRef: {exc}") for i in instances]
+        return model_status(view, results, generation)
+    results = [await converge_instance(ctx, i, view, needed, progress, auth) for i in instances]
     return model_status(view, results, generation)
 
 

@@ -70,28 +70,34 @@ class RunnerClient:
             raise
         return True
 
-    async def pull(self, source: str, insecure: bool, progress: Progress = _ignore) -> None:
-        """Ollama's ``/api/pull`` with streamed progress; raises on an error line."""
+    async def pull(
+        self, source: str, insecure: bool, progress: Progress = _ignore, auth: str | None = None
+    ) -> None:
+        """Ollama's ``/api/pull`` with streamed progress; raises on an error line. ``auth``: an
+        ``X-Registry-Config`` value (credentials for this pull only)."""
         await self._stream("/api/pull", {"model": source, "insecure": insecure, "stream": True},
-                           progress, lambda line: line.get("error"))  # fmt: skip
+                           progress, lambda line: line.get("error"), auth)  # fmt: skip
 
-    async def pull_docker(self, source: str, progress: Progress = _ignore) -> None:
+    async def pull_docker(
+        self, source: str, progress: Progress = _ignore, auth: str | None = None
+    ) -> None:
         """DMR's ``/models/create`` for Docker Hub model artifacts (``ai/...``)."""
 
         def error(line: dict[str, Any]) -> str | None:
             return str(line.get("message")) if line.get("type") == "error" else None
 
-        await self._stream("/models/create", {"from": source}, progress, error)
+        await self._stream("/models/create", {"from": source}, progress, error, auth)
 
     async def _stream(
         self, path: str, body: dict[str, Any], progress: Progress,
-        error_of: Callable[[dict[str, Any]], Any],
+        error_of: Callable[[dict[str, Any]], Any], auth: str | None = None,
     ) -> None:  # fmt: skip
         timeout = httpx.Timeout(self.timeout, read=self.pull_timeout)
+        headers = {"X-Registry-Config": auth} if auth else None
         try:
             async with (
                 httpx.AsyncClient(base_url=self.base_url, timeout=timeout) as client,
-                client.stream("POST", path, json=body) as response,
+                client.stream("POST", path, json=body, headers=headers) as response,
             ):
                 if response.status_code >= 400:
                     await response.aread()

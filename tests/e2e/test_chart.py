@@ -85,7 +85,8 @@ def test_default_template_cluster_wide() -> None:
     assert granted[("", "pods")] == {"get", "list", "watch"}
     assert granted[("", "events")] == {"create"}
     assert granted[("modelrunner.io", "models/status")] == {"get", "patch"}
-    assert ("", "secrets") not in granted and ("", "configmaps") not in granted
+    assert granted[("", "secrets")] == {"get"}  # pull secrets by name, never listed
+    assert ("", "configmaps") not in granted
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in rules)
     assert not any("delete" in verbs for verbs in granted.values())
     binding = only(docs, "ClusterRoleBinding")
@@ -225,7 +226,7 @@ def test_install_creates_the_operator_objects_with_least_privilege(
         ("update", "modelrunners.modelrunner.io/finalizers"),
         ("create", "statefulsets.apps"), ("patch", "statefulsets.apps"),
         ("patch", "services"), ("create", "endpointslices.discovery.k8s.io"),
-        ("list", "pods"), ("watch", "pods"), ("create", "events"),
+        ("list", "pods"), ("watch", "pods"), ("create", "events"), ("get", "secrets"),
     ]  # fmt: skip
     for verb, resource in allowed:
         assert can(verb, resource), f"{account} cannot {verb} {resource}"
@@ -234,7 +235,8 @@ def test_install_creates_the_operator_objects_with_least_privilege(
                            ("watch", "customresourcedefinitions.apiextensions.k8s.io")]:  # fmt: skip
         assert can(verb, resource, where=None), f"{account} cannot {verb} {resource}"
     denied = [
-        ("get", "secrets"), ("list", "configmaps"), ("delete", "pods"), ("create", "pods"),
+        ("list", "secrets"), ("watch", "secrets"), ("list", "configmaps"), ("delete", "pods"),
+        ("create", "pods"),
         ("delete", "statefulsets.apps"), ("create", "models.modelrunner.io"),
         ("delete", "models.modelrunner.io"), ("create", "deployments.apps"),
         ("patch", "nodes"), ("create", "rolebindings.rbac.authorization.k8s.io"),

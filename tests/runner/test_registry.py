@@ -505,6 +505,23 @@ def test_token_auth_pull_and_push(
         dmr = http.post("/models/create", json={"from": private})
         assert (dmr.status_code, dmr.text) == (401, "Unauthorized\n")
         assert private not in tags(http)
+        # Credentials with the request (X-Registry-Config, as the operator sends a pull secret).
+        entries = {registry.host: {"username": user, "password": password}}
+        as_map = {"X-Registry-Config": base64.urlsafe_b64encode(json.dumps(entries).encode())}
+        body = {"model": private, "insecure": True, "stream": False}
+        ok = http.post("/api/pull", json=body, headers=as_map)
+        assert ok.json() == {"status": "success"}, ok.text
+        assert http.request("DELETE", "/api/delete", json={"model": private}).status_code == 200
+        config = {"auths": {registry.host: {"auth": base64.b64encode(secret).decode()}}}
+        as_config = {"X-Registry-Config": base64.urlsafe_b64encode(json.dumps(config).encode())}
+        dmr = http.post("/models/create", json={"from": private}, headers=as_config)
+        assert ndjson(dmr)[-1]["type"] == "success"
+        assert http.delete(f"/models/{private}").status_code == 200
+        bad = http.post("/api/pull", json=body, headers={"X-Registry-Config": "not base64!"})
+        assert (bad.status_code, bad.json()) == (
+            400, {"error": "invalid X-Registry-Config header: not base64url JSON"}
+        )  # fmt: skip
+        assert private not in tags(http)
         upload_and_create(http, tiny_gguf, f"{registry.host}/private/other:v1")
         denied = http.post(
             "/api/push", json={"model": f"{registry.host}/private/other:v1", "insecure": True}

@@ -85,6 +85,12 @@ app.kubernetes.io/part-of: {{ include "mro.name" . }}
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+{{- if .Values.rbac.pullSecrets }}
+# The pull secrets Models name (pullSecretRef): by name only, never listed or watched.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 {{- end }}
 
 {{- define "mro.peeringRules" -}}

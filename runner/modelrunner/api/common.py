@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 from collections.abc import Callable, Coroutine
@@ -59,6 +60,30 @@ async def read_model(request: Request, model: type[M], *, required: bool = True)
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidRequest(describe_validation(exc)) from None
+
+
+REGISTRY_CONFIG = "X-Registry-Config"
+
+
+def registry_auth(request: Request) -> dict[str, Any] | None:
+    """Per-request registry credentials from ``X-Registry-Config``, as Docker's API passes them:
+    base64url JSON mapping registry hosts to auth entries (``{"auth": ...}`` or
+    ``{"username": ..., "password": ...}``); a whole Docker config (``{"auths": ...}``) works too.
+    """
+    header = request.headers.get(REGISTRY_CONFIG)
+    if not header:
+        return None
+    text = header.strip()
+    try:
+        decoded = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+        data = json.loads(decoded)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest(f"invalid {REGISTRY_CONFIG} header: not base64url JSON") from None
+    if isinstance(data, dict) and isinstance(data.get("auths"), dict):
+        data = data["auths"]
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"invalid {REGISTRY_CONFIG} header: not a JSON object")
+    return data
 
 
 def describe_validation(exc: ValidationError) -> str:

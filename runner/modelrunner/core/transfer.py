@@ -20,7 +20,7 @@ import anyio
 
 from modelrunner.errors import InvalidRequest
 from modelrunner.names import Dialect, ModelName
-from modelrunner.registry.auth import Credentials, CredentialStore
+from modelrunner.registry.auth import Credentials, CredentialStore, lookup_in
 from modelrunner.registry.client import RegistryClient
 from modelrunner.registry.config import TransferConfig
 from modelrunner.registry.download import BlobDownload, Downloader
@@ -144,11 +144,14 @@ class TransferService:
         *,
         insecure: bool = False,
         bearer_token: str | None = None,
+        registry_auth: dict[str, Any] | None = None,
     ) -> Transfer:
+        """``registry_auth``: this request's credentials, host -> Docker auth entry; used
+        before the runner's own (environment, Docker config)."""
         target = resolve(
             ref, dialect, insecure=insecure, insecure_registries=self.insecure_registries
         )
-        client = self._client(target, bearer_token, "pull")
+        client = self._client(target, bearer_token, registry_auth, "pull")
         raw = await client.get_manifest()
         manifest = Manifest.parse(raw)
         check_model_artifact(manifest)
@@ -211,6 +214,7 @@ class TransferService:
         *,
         insecure: bool = False,
         bearer_token: str | None = None,
+        registry_auth: dict[str, Any] | None = None,
     ) -> Transfer:
         scheme, rest = split_scheme(ref)
         name = self.store.resolve(rest, dialect)
@@ -225,7 +229,7 @@ class TransferService:
         missing = [d for d in manifest.blobs() if not self.store.blobs.exists(d)]
         if missing:
             raise InvalidRequest(f"model {name} is incomplete: blob {missing[0]} is missing")
-        client = self._client(target, bearer_token, "pull,push")
+        client = self._client(target, bearer_token, registry_auth, "pull,push")
         await client.blob_size(manifest.config.digest)  # reach the registry before streaming
         return Transfer(name, "push", lambda t: self._push_events(t, client, target, manifest))
 
@@ -279,11 +283,18 @@ class TransferService:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _client(self, target: Endpoint, bearer_token: str | None, actions: str) -> RegistryClient:
+    def _client(
+        self,
+        target: Endpoint,
+        bearer_token: str | None,
+        registry_auth: dict[str, Any] | None,
+        actions: str,
+    ) -> RegistryClient:
+        hosts = (target.netloc, target.name.host)
         if bearer_token:
             credentials: Credentials | None = Credentials(token=bearer_token)
         else:
-            credentials = self.credentials.lookup(target.netloc, target.name.host)
+            credentials = lookup_in(registry_auth or {}, *hosts) or self.credentials.lookup(*hosts)
         return RegistryClient(self.transport, target, credentials, self.config, actions)
 
     def _remember(self, target: Endpoint, manifest: Manifest) -> None:

@@ -83,25 +83,14 @@ class CredentialStore:
         return Path.home() / ".docker" / "config.json"
 
     def lookup(self, *hosts: str) -> Credentials | None:
-        keys = _lookup_keys(hosts)
         for entries in (self._env_entries(), self._docker_entries()):
-            for key, value in entries.items():
-                if _normalise_key(key) in keys:
-                    found = _credentials(value)
-                    if found is not None:
-                        return found
+            found = lookup_in(entries, *hosts)
+            if found is not None:
+                return found
         return None
 
     def _env_entries(self) -> dict[str, Any]:
-        if not self.env_value:
-            return {}
-        try:
-            data = json.loads(self.env_value)
-        except ValueError:
-            return {}
-        if isinstance(data, dict) and isinstance(data.get("auths"), dict):
-            data = data["auths"]
-        return data if isinstance(data, dict) else {}
+        return auth_entries(self.env_value or "")
 
     def _docker_entries(self) -> dict[str, Any]:
         try:
@@ -110,6 +99,29 @@ class CredentialStore:
             return {}
         auths = data.get("auths") if isinstance(data, dict) else None
         return auths if isinstance(auths, dict) else {}
+
+
+def auth_entries(text: str) -> dict[str, Any]:
+    """Registry host -> auth entry from JSON: a Docker config (``{"auths": {...}}``) or the map
+    alone; ``{}`` when the text is not that."""
+    try:
+        data = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if isinstance(data, dict) and isinstance(data.get("auths"), dict):
+        data = data["auths"]
+    return data if isinstance(data, dict) else {}
+
+
+def lookup_in(entries: dict[str, Any], *hosts: str) -> Credentials | None:
+    """The credentials ``entries`` hold for any of ``hosts`` (Docker Hub's aliases included)."""
+    keys = _lookup_keys(hosts)
+    for key, value in entries.items():
+        if _normalise_key(key) in keys:
+            found = _credentials(value)
+            if found is not None:
+                return found
+    return None
 
 
 def _normalise_key(key: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from modelrunner.api.common import read_json, services
+from modelrunner.api.common import read_json, registry_auth, services
 from modelrunner.api.dmr.wire import DMRRoute
 from modelrunner.core.transfer import Transfer, TransferEvent, TransferService
 from modelrunner.errors import (
@@ -60,7 +60,9 @@ async def create(request: Request) -> Response:
     if not isinstance(ref, str) or not ref.strip():
         raise InvalidRequest("Invalid model reference")
     try:
-        transfer = await _service(request).pull(ref, Dialect.DMR, bearer_token=_token(data))
+        transfer = await _service(request).pull(
+            ref, Dialect.DMR, bearer_token=_token(data), registry_auth=registry_auth(request)
+        )
     except InvalidName:
         raise InvalidRequest("Invalid model reference") from None
     except RegistryUnauthorized:
@@ -74,7 +76,9 @@ async def create(request: Request) -> Response:
 async def push(name: str, request: Request) -> Response:
     data = await _body(request)
     try:
-        transfer = await _service(request).push(name, Dialect.DMR, bearer_token=_token(data))
+        transfer = await _service(request).push(
+            name, Dialect.DMR, bearer_token=_token(data), registry_auth=registry_auth(request)
+        )
     except InvalidName:
         raise InvalidRequest("Invalid model reference") from None
     except ModelNotFound:

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from modelrunner.api.common import read_model, services
+from modelrunner.api.common import read_model, registry_auth, services
 from modelrunner.api.ollama.schemas import ModelRef
 from modelrunner.api.ollama.wire import OllamaRoute, ndjson_stream
 from modelrunner.core.transfer import Transfer, TransferEvent, TransferService
@@ -40,7 +40,9 @@ async def pull(request: Request) -> Response:
     if not body.ref:
         raise InvalidRequest("model is required")
     try:
-        transfer = await _service(request).pull(body.ref, Dialect.OLLAMA, insecure=body.insecure)
+        transfer = await _service(request).pull(
+            body.ref, Dialect.OLLAMA, insecure=body.insecure, registry_auth=registry_auth(request)
+        )
     except InvalidName:
         raise InvalidRequest("invalid model name") from None
     except ManifestNotFound:
@@ -54,7 +56,9 @@ async def push(request: Request) -> Response:
     if not body.ref:
         raise InvalidRequest("model is required")
     try:
-        transfer = await _service(request).push(body.ref, Dialect.OLLAMA, insecure=body.insecure)
+        transfer = await _service(request).push(
+            body.ref, Dialect.OLLAMA, insecure=body.insecure, registry_auth=registry_auth(request)
+        )
     except InvalidName:
         raise InvalidRequest("invalid model name") from None
     except ModelNotFound:
