@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import httpx
@@ -25,9 +27,14 @@ def test_models_listing_shape(http: httpx.Client, tiny_gguf: Path) -> None:
     assert config["context_size"] == 512
 
 
-def test_get_model_by_dmr_name_bare_name_and_id(http: httpx.Client, tiny_gguf: Path) -> None:
+def test_get_model_by_dmr_name_bare_name_and_id(
+    http: httpx.Client, tiny_gguf: Path, store_dir: Path
+) -> None:
     upload_and_create(http, tiny_gguf, "tiny")
     http.post("/models/tiny/tag", params={"repo": "ai/tiny", "tag": "v1"})
+    # A tag made later is still the same model: one creation time whatever the name.
+    (tag_manifest,) = store_dir.glob("manifests/*/ai/tiny/v1")
+    os.utime(tag_manifest, (time.time() + 3600, time.time() + 3600))
     by_dmr = http.get("/models/ai/tiny:v1").json()
     by_full = http.get("/models/docker.io/ai/tiny:v1").json()
     by_bare = http.get("/models/tiny").json()

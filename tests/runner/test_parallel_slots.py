@@ -18,18 +18,11 @@ import httpx
 import pytest
 
 from tests.conftest import upload_and_create
+from tests.runner.test_batching import PROMPTS
 from tests.support.server import LiveServer
 
 MODEL = "tiny"
 GREEDY = {"temperature": 0, "num_predict": 200}
-PROMPTS = [
-    "the quick brown fox",
-    "hello world",
-    "a b c d e f g",
-    "Once upon a time there was",
-    "1 2 3 4 5 6 7 8 9",
-    "zzz",
-]
 # Greedy decoding of the tiny model runs on for thousands of tokens without an end token.
 ENDLESS = {"temperature": 0, "num_predict": 6000}
 
@@ -102,6 +95,26 @@ async def wait_for(check: Callable[[], Any]) -> None:
             await asyncio.sleep(0.02)
 
 
+class PeakActive:
+    """Scrapes ``modelrunner_active_requests`` in the background; ``stop`` returns its peak."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.peak = 0.0
+        self.task = asyncio.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            self.peak = max(self.peak, await metric(self.client, "modelrunner_active_requests"))
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> float:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        return self.peak
+
+
 async def test_concurrent_requests_of_two_dialects_match_single_runs(start) -> None:  # type: ignore[no-untyped-def]
     server = start(4)
     async with client_for(server) as client:
@@ -109,21 +122,12 @@ async def test_concurrent_requests_of_two_dialects_match_single_runs(start) -> N
         alone_openai = [(await openai_complete(client, p))["text"] for p in PROMPTS]
         assert len(set(alone_ollama)) == len(PROMPTS)  # answers depend on the prompt
 
-        peak = 0
-
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, await metric(client, "modelrunner_active_requests"))
-                await asyncio.sleep(0.005)
-
-        watcher = asyncio.create_task(watch())
+        peak = PeakActive(client)
         results = await asyncio.gather(
             *(ollama_generate(client, p) for p in PROMPTS),
             *(openai_complete(client, p) for p in PROMPTS),
         )  # 12 requests, 4 slots
-        watcher.cancel()
-        assert peak == 4
+        assert await peak.stop() == 4
         assert await metric(client, "modelrunner_slots") == 4
         together_ollama, together_openai = results[: len(PROMPTS)], results[len(PROMPTS) :]
         for prompt, alone, together in zip(PROMPTS, alone_ollama, together_ollama, strict=True):
@@ -247,19 +251,10 @@ async def test_the_simple_engine_serves_one_request_at_a_time(
     with httpx.Client(base_url=server.url, timeout=60) as sync:
         upload_and_create(sync, tiny_gguf, MODEL)
     async with client_for(server) as client:
-        peak = 0
-
-        async def watch() -> None:
-            nonlocal peak
-            while True:
-                peak = max(peak, await metric(client, "modelrunner_active_requests"))
-                await asyncio.sleep(0.005)
-
-        watcher = asyncio.create_task(watch())
+        peak = PeakActive(client)
         results = await asyncio.gather(*(ollama_generate(client, p) for p in PROMPTS[:3]))
-        watcher.cancel()
+        assert await peak.stop() == 1
         assert all(r["eval_count"] > 0 and r["response"] for r in results)
-        assert peak == 1
         assert await metric(client, "modelrunner_slots") == 1
         await client.post("/api/generate", json={"model": MODEL, "keep_alive": 0})
         assert "modelrunner_slots{" not in (await client.get("/metrics")).text

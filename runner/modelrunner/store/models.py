@@ -13,6 +13,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,16 @@ class ModelStore:
         except FileNotFoundError:
             raise ModelNotFound(str(name)) from None
         config = self._json_blob(manifest.config.digest, {})
-        record = ModelRecord(name=name, manifest=manifest, modified_at=mtime, config=config)
+        record = ModelRecord(name=name, manifest=manifest, modified_at=mtime, config=config,
+                             config_written_at=self._blob_mtime(manifest.config.digest))  # fmt: skip
         self._fill_layers(record, manifest)
         return record
+
+    def _blob_mtime(self, digest: str) -> datetime | None:
+        try:
+            return datetime.fromtimestamp(self.blobs.path(digest).stat().st_mtime, UTC)
+        except (OSError, ValueError):
+            return None
 
     def get(self, ref: str, dialect: Dialect = Dialect.OLLAMA) -> ModelRecord:
         return self.load(self.resolve(ref, dialect))

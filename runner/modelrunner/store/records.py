@@ -21,6 +21,9 @@ class ModelRecord:
     manifest: Manifest
     modified_at: datetime
     config: dict[str, Any]
+    # When the model's config blob was written: the same for every name of the model (a tag or a
+    # copy writes a manifest only), unlike modified_at, which is per name.
+    config_written_at: datetime | None = None
     model_files: list[Path] = field(default_factory=list)
     projectors: list[Path] = field(default_factory=list)
     adapters: list[Path] = field(default_factory=list)
@@ -92,7 +95,7 @@ class ModelRecord:
                 return datetime.fromisoformat(descriptor["created"].replace("Z", "+00:00"))
             except ValueError:
                 pass
-        return self.modified_at.astimezone(UTC)
+        return (self.config_written_at or self.modified_at).astimezone(UTC)
 
     def details(self) -> dict[str, Any]:
         return {
