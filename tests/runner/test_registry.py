@@ -32,10 +32,9 @@ from modelrunner.settings import Settings
 from tests.conftest import upload_and_create
 from tests.support.server import LiveServer
 
-if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
+if TYPE_CHECKING:  # a plugin (tests/conftest.py): imported by pytest, so it rewrites asserts
     from tests.support.registry import FaultProxy, Registry
 
-pytest_plugins = ["tests.support.registry"]
 pytestmark = pytest.mark.registry
 
 KB = 1024
