@@ -197,7 +197,7 @@ class BatchedLlamaModel:
     @property
     def active_sequences(self) -> int:
         """Requests holding a slot (prefilling or generating)."""
-        return sum(1 for s in self._slots if s.request is not None)
+        return len(self.busy_sequences())
 
     def busy_sequences(self) -> list[int]:
         """Sequence ids (slots) of the requests holding a slot."""
