@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.support.cluster import KubeCluster, Kubectl, find_binary, wait_for
+from tests.support.processes import stop_process
 from tests.support.server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,14 +118,7 @@ class OperatorProcess:
         return self
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=30)
         self.process = None
 
     def logs(self) -> str:

@@ -19,6 +19,7 @@ from modelrunner.app import create_app
 from modelrunner.settings import Settings
 from tests.conftest import upload_and_create
 from tests.support.cluster import KubeCluster, Kubectl
+from tests.support.processes import stop_process
 from tests.support.registry import Registry, run_registry
 from tests.support.server import LiveServer, free_port
 from tests.support.tiny_model import write_tiny_gguf
@@ -125,14 +126,8 @@ class Operator:
             self.process = None
 
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
+        stop_process(self.process, timeout=20)
+        self.process = None
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]

@@ -39,6 +39,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.processes import stop_process
+
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TOKEN_SERVICE = "modelrunner-test-registry"
@@ -209,12 +211,7 @@ def run_registry(workdir: Path, token_server: TokenServer | None = None) -> Iter
         _wait_ready(registry, workdir / "registry.log")
         yield registry
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=10)
         log.close()
 
 
