@@ -192,6 +192,19 @@ class InferenceService:
             source, req.prompt or "", req.system, req.template, req.suffix, think
         )
 
+    async def count_tokens(self, req: InferenceRequest) -> int:
+        """Tokens of the prompt ``req`` renders to, by the model's own tokenizer (which needs
+        the model loaded, so this loads it as a generation would)."""
+        record = await self.record(req.model, req.dialect)
+        think = req.think
+        if think is None and "thinking" in record.capabilities():
+            think = True
+        load = self.load_options(record, check_options(req.options), embedding=False)
+        async with self._lease(record, load, req.keep_alive) as lease:
+            model = lease.runner.model
+            text = self._prompt(record, req, think, model)
+            return len(model.tokenize(text, add_bos=not _starts_with_bos(text, model)))
+
     # -- embeddings ----------------------------------------------------------------------------
 
     async def embed(

@@ -21,13 +21,15 @@ class StopMatcher:
         self.stops = [s for s in stops if s]
         self.buffer = ""
         self.stopped = False
+        self.matched: str | None = None  # which stop sequence ended the output
 
     def feed(self, text: str) -> str:
         if self.stopped:
             return ""
         self.buffer += text
-        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i >= 0), default=-1)
-        if cut >= 0:
+        hits = [(i, s) for s in self.stops if (i := self.buffer.find(s)) >= 0]
+        if hits:
+            cut, self.matched = min(hits)
             out, self.buffer, self.stopped = self.buffer[:cut], "", True
             return out
         hold = max((_overlap(self.buffer, s) for s in self.stops), default=0)
