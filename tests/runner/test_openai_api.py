@@ -459,7 +459,7 @@ def test_embeddings_float_base64_and_dimensions(http: httpx.Client, tiny: str) -
             400,
             None,
         ),
-        ("/v1/completions", {"model": "tiny", "prompt": ["a", "b"]}, 400, None),
+        ("/v1/completions", {"model": "tiny", "prompt": ["a", 2]}, 400, None),
         ("/v1/embeddings", {"model": "tiny", "input": []}, 400, "invalid input"),
         ("/v1/embeddings", {"model": "tiny", "input": [1, 2, 3]}, 400, "invalid input"),
         ("/v1/embeddings", {"model": "tiny"}, 400, "invalid input"),

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from modelrunner.api.common import services
 from modelrunner.api.dmr.wire import DMRRoute
+from modelrunner.core.model_info import docker_config
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
 from modelrunner.names import Dialect
 from modelrunner.store.records import ModelRecord
@@ -16,37 +17,12 @@ from modelrunner.store.records import ModelRecord
 router = APIRouter(route_class=DMRRoute)
 
 
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.2f} {unit}" if unit != "B" else f"{size} B"
-        value /= 1024
-    return f"{size} B"
-
-
 def model_object(record: ModelRecord, tags: list[str]) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "format": "gguf",
-        "quantization": record.quantization_level,
-        "parameters": record.parameter_size,
-        "architecture": record.family,
-        "size": human_size(sum(p.stat().st_size for p in record.model_files if p.exists())),
-    }
-    if record.gguf is not None:
-        config["gguf"] = {
-            key: str(value)
-            for key, value in record.gguf.kv.items()
-            if isinstance(value, str | int | float | bool) and key != "tokenizer.chat_template"
-        }
-    context = record.docker_config.get("context_size") or record.context_length
-    if context:
-        config["context_size"] = context
     return {
         "id": record.manifest.digest,
         "tags": tags,
         "created": int(record.created.timestamp()),
-        "config": config,
+        "config": docker_config(record),
     }
 
 

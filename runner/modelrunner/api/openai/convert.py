@@ -8,6 +8,7 @@ effort becomes ``think``. Responses are OpenAI's objects built from core ``Chunk
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import struct
@@ -24,6 +25,7 @@ from modelrunner.api.openai.schemas import (
     SamplingFields,
 )
 from modelrunner.core.inference import normalize
+from modelrunner.core.model_info import dmr_metadata
 from modelrunner.core.textstream import ToolCall
 from modelrunner.core.types import Chunk, InferenceRequest, Timings
 from modelrunner.errors import InvalidRequest
@@ -31,6 +33,7 @@ from modelrunner.names import Dialect
 from modelrunner.store.records import ModelRecord
 
 SYSTEM_FINGERPRINT = "fp_modelrunner"
+MAX_CHOICES = 128  # OpenAI's limit on ``n``
 _DATA_URL = re.compile(r"^data:(?:image/(?:jpeg|jpg|png|webp))?;base64,(.*)$", re.DOTALL)
 _EFFORTS: dict[str, bool | str] = {
     "none": False,
@@ -63,7 +66,41 @@ def sampling_options(body: SamplingFields, max_tokens: int | None) -> dict[str, 
         options["frequency_penalty"] = body.frequency_penalty
     if body.presence_penalty is not None:
         options["presence_penalty"] = body.presence_penalty
+    num_ctx = context_size(body)
+    if num_ctx is not None:
+        options["num_ctx"] = num_ctx
     return options
+
+
+def context_size(body: SamplingFields) -> int | None:
+    """``num_ctx`` at the top level wins over ``options.num_ctx`` (Ollama's spelling)."""
+    value: Any = body.num_ctx
+    if value is None and body.options is not None:
+        value = body.options.get("num_ctx")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequest(f"invalid num_ctx: {value!r} (must be a positive integer)")
+    return value
+
+
+def choice_count(body: SamplingFields) -> int:
+    n = 1 if body.n is None else body.n
+    if not 1 <= n <= MAX_CHOICES:
+        raise InvalidRequest(f"invalid n: {n} (must be between 1 and {MAX_CHOICES})")
+    return n
+
+
+def variants(req: InferenceRequest, n: int) -> list[InferenceRequest]:
+    """``n`` independent generations of one request; a fixed seed moves by one per choice so
+    that the choices differ yet the whole answer stays reproducible."""
+    out = [req]
+    for i in range(1, n):
+        options = dict(req.options)
+        if isinstance(options.get("seed"), int):
+            options["seed"] += i
+        out.append(dataclasses.replace(req, options=options))
+    return out
 
 
 def response_format(value: ResponseFormat | None) -> Any:
@@ -191,17 +228,38 @@ def chat_request(body: ChatCompletionRequest, dialect: Dialect) -> InferenceRequ
     )
 
 
-def completion_request(body: CompletionRequest, dialect: Dialect) -> InferenceRequest:
+def chat_requests(body: ChatCompletionRequest, dialect: Dialect) -> list[InferenceRequest]:
+    """One request per choice (``n``)."""
+    return variants(chat_request(body, dialect), choice_count(body))
+
+
+def prompts(body: CompletionRequest) -> list[str]:
+    if isinstance(body.prompt, str):
+        return [body.prompt]
+    if not body.prompt:
+        raise InvalidRequest("prompt must be a string or a non-empty list of strings")
+    return list(body.prompt)
+
+
+def completion_request(
+    body: CompletionRequest, dialect: Dialect, prompt: str | None = None
+) -> InferenceRequest:
     return InferenceRequest(
         model=body.model,
         dialect=dialect,
-        prompt=body.prompt,
+        prompt=prompts(body)[0] if prompt is None else prompt,
         suffix=body.suffix or None,
         options=sampling_options(body, body.max_tokens),
         logprobs=body.logprobs is not None,
         top_logprobs=body.logprobs or 0,
         api="openai",
     )
+
+
+def completion_requests(body: CompletionRequest, dialect: Dialect) -> list[InferenceRequest]:
+    """``n`` requests per prompt, prompt by prompt: choice ``i * n + j`` is prompt i's j-th."""
+    n = choice_count(body)
+    return [req for p in prompts(body) for req in variants(completion_request(body, dialect, p), n)]
 
 
 def embedding_inputs(raw: Any) -> list[str]:
@@ -241,6 +299,19 @@ def usage(t: Timings | None) -> dict[str, Any]:
         "total_tokens": t.prompt_eval_count + t.eval_count,
         "prompt_tokens_details": {"cached_tokens": t.cached_tokens},
     }
+
+
+def total_timings(timings: list[Timings | None], per_prompt: int = 1) -> Timings:
+    """Usage of several choices: every completion token, each prompt once (its first choice),
+    as OpenAI counts ``n``."""
+    total = Timings()
+    for i, t in enumerate(timings):
+        t = t or Timings()
+        total.eval_count += t.eval_count
+        if i % per_prompt == 0:
+            total.prompt_eval_count += t.prompt_eval_count
+            total.cached_tokens += t.cached_tokens
+    return total
 
 
 def finish_reason(final: Chunk, called_tools: bool) -> str:
@@ -296,29 +367,40 @@ def _head(meta: Meta, kind: str) -> dict[str, Any]:
     }
 
 
-def chat_completion(meta: Meta, final: Chunk) -> dict[str, Any]:
+def chat_choice(final: Chunk, index: int = 0) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": final.content}
     if final.thinking:
         message["reasoning"] = final.thinking
     if final.tool_calls:
         message["tool_calls"] = tool_calls(final.tool_calls)
-    choice = {
-        "index": 0,
+    return {
+        "index": index,
         "message": message,
         "logprobs": logprobs(final.logprobs),
         "finish_reason": finish_reason(final, bool(final.tool_calls)),
     }
-    return _head(meta, "chat.completion") | {"choices": [choice], "usage": usage(final.timings)}
 
 
-def completion(meta: Meta, final: Chunk) -> dict[str, Any]:
-    choice = {
-        "text": final.content,
-        "index": 0,
-        "logprobs": legacy_logprobs(final.logprobs),
-        "finish_reason": finish_reason(final, False),
-    }
-    return _head(meta, "text_completion") | {"choices": [choice], "usage": usage(final.timings)}
+def chat_completion(meta: Meta, final: Chunk | list[Chunk]) -> dict[str, Any]:
+    finals = final if isinstance(final, list) else [final]
+    choices = [chat_choice(f, i) for i, f in enumerate(finals)]
+    used = usage(total_timings([f.timings for f in finals], len(finals)))
+    return _head(meta, "chat.completion") | {"choices": choices, "usage": used}
+
+
+def completion(meta: Meta, final: Chunk | list[Chunk], per_prompt: int = 1) -> dict[str, Any]:
+    finals = final if isinstance(final, list) else [final]
+    choices = [
+        {
+            "text": f.content,
+            "index": i,
+            "logprobs": legacy_logprobs(f.logprobs),
+            "finish_reason": finish_reason(f, False),
+        }
+        for i, f in enumerate(finals)
+    ]
+    used = usage(total_timings([f.timings for f in finals], per_prompt))
+    return _head(meta, "text_completion") | {"choices": choices, "usage": used}
 
 
 class ChatStream:
@@ -328,8 +410,10 @@ class ChatStream:
 
     kind = "chat.completion.chunk"
 
-    def __init__(self, meta: Meta) -> None:
+    def __init__(self, meta: Meta, index: int = 0, usage_chunk: bool = True) -> None:
         self.meta = meta
+        self.index = index
+        self.usage_chunk = usage_chunk  # False: the caller sends one for several choices
         self.calls = 0
 
     def _chunk(self, choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -342,7 +426,7 @@ class ChatStream:
         self, delta: dict[str, Any], finish: str | None = None, probs: Any = None
     ) -> dict[str, Any]:
         return self._chunk(
-            [{"index": 0, "delta": delta, "logprobs": probs, "finish_reason": finish}]
+            [{"index": self.index, "delta": delta, "logprobs": probs, "finish_reason": finish}]
         )
 
     def start(self) -> list[dict[str, Any]]:
@@ -367,9 +451,14 @@ class ChatStream:
 
     def finish(self, final: Chunk) -> list[dict[str, Any]]:
         out = [self._delta({}, finish=finish_reason(final, self.calls > 0))]
-        if self.meta.include_usage:
-            out.append(_head(self.meta, self.kind) | {"choices": [], "usage": usage(final.timings)})
+        if self.meta.include_usage and self.usage_chunk:
+            out.append(usage_chunk(self.meta, self.kind, final.timings))
         return out
+
+
+def usage_chunk(meta: Meta, kind: str, timings: Timings | None) -> dict[str, Any]:
+    """The last streamed object with ``include_usage``: no choices, the request's usage."""
+    return _head(meta, kind) | {"choices": [], "usage": usage(timings)}
 
 
 class CompletionStream:
@@ -377,13 +466,14 @@ class CompletionStream:
 
     kind = "text_completion"
 
-    def __init__(self, meta: Meta) -> None:
+    def __init__(self, meta: Meta, index: int = 0, usage_chunk: bool = True) -> None:
         self.meta = meta
+        self.index = index
+        self.usage_chunk = usage_chunk
 
     def _chunk(self, text: str, finish: str | None, probs: Any = None) -> dict[str, Any]:
-        out = _head(self.meta, self.kind) | {
-            "choices": [{"text": text, "index": 0, "logprobs": probs, "finish_reason": finish}]
-        }
+        choice = {"text": text, "index": self.index, "logprobs": probs, "finish_reason": finish}
+        out = _head(self.meta, self.kind) | {"choices": [choice]}
         if self.meta.include_usage:
             out["usage"] = None
         return out
@@ -395,8 +485,8 @@ class CompletionStream:
         if not chunk.done:
             return [self._chunk(chunk.content, None, legacy_logprobs(chunk.logprobs))]
         out = [self._chunk("", finish_reason(chunk, False))]
-        if self.meta.include_usage:
-            out.append(_head(self.meta, self.kind) | {"choices": [], "usage": usage(chunk.timings)})
+        if self.meta.include_usage and self.usage_chunk:
+            out.append(usage_chunk(self.meta, self.kind, chunk.timings))
         return out
 
 
@@ -428,11 +518,16 @@ def model_object(
     record: ModelRecord, dialect: Dialect, tags: list[str] | None = None
 ) -> dict[str, Any]:
     """Ollama lists each name, owned by its namespace; DMR lists each model under its first tag,
-    owned by ``docker``."""
+    owned by ``docker``, with its ``dmr`` metadata block."""
     if dialect is Dialect.OLLAMA:
-        ident, created = record.display(), record.modified_at
-        owner = record.name.namespace
-    else:
-        ident, created = (tags[0] if tags else record.manifest.digest), record.created
-        owner = "docker"
-    return {"id": ident, "object": "model", "created": int(created.timestamp()), "owned_by": owner}
+        created = int(record.modified_at.timestamp())
+        return {"id": record.display(), "object": "model", "created": created,
+                "owned_by": record.name.namespace}  # fmt: skip
+    out = {
+        "id": tags[0] if tags else record.manifest.digest,
+        "object": "model",
+        "created": int(record.created.timestamp()),
+        "owned_by": "docker",
+    }
+    metadata = dmr_metadata(record)
+    return out | {"dmr": metadata} if metadata else out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Request, Response
@@ -20,7 +20,7 @@ from modelrunner.api.openai.schemas import (
 )
 from modelrunner.api.openai.wire import OpenAIRoute, sse_stream
 from modelrunner.core.inference import InferenceService, Session
-from modelrunner.core.types import Chunk
+from modelrunner.core.types import Chunk, InferenceRequest
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
 from modelrunner.names import Dialect
 
@@ -73,6 +73,50 @@ async def events(session: Session, renderer: Renderer) -> AsyncIterator[dict[str
             yield item
 
 
+class Choices:
+    """Several choices (``n``, list prompts), each its own generation, run one after another: a
+    session holds a slot of the model until it ends, so opening them all at once could wait on
+    itself. The first is opened before the response starts, so its errors get a status code."""
+
+    def __init__(self, request: Request, reqs: list[InferenceRequest]) -> None:
+        self.request = request
+        self.reqs = reqs
+
+    async def open(self, i: int) -> Session:
+        req = self.reqs[i]
+        return await found(req.model, inference(self.request).open(req))
+
+    async def collect(self, first: Session) -> list[Chunk]:
+        finals = [await collect(self.request, first)]
+        for i in range(1, len(self.reqs)):
+            finals.append(await collect(self.request, await self.open(i)))
+        return finals
+
+    async def stream(
+        self,
+        first: Session,
+        renderer: Callable[[int], Renderer],
+        tail: Callable[[list[Chunk]], Any],
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Each choice's chunks in turn; ``tail`` renders the merged usage (or nothing)."""
+        finals: list[Chunk] = []
+        session: Session | None = first
+        for i in range(len(self.reqs)):
+            session = session or await self.open(i)
+            render = renderer(i)
+            for item in render.start():
+                yield item
+            async for chunk in session.chunks():
+                if chunk.done:
+                    finals.append(chunk)
+                for item in render.feed(chunk):
+                    yield item
+            session = None
+        last = tail(finals)
+        if last is not None:
+            yield last
+
+
 @api.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
     dialect = dialect_of(request)
@@ -105,12 +149,27 @@ async def chat_completions(request: Request) -> Response:
     if request.headers.get("x-preload-only", "").lower() == "true":
         await found(body.model, inference(request).preload(body.model, dialect, None))
         return Response(status_code=200)
-    req = convert.chat_request(body, dialect)
-    session = await found(body.model, inference(request).open(req))
+    choices = Choices(request, convert.chat_requests(body, dialect))
+    session = await choices.open(0)
     info = meta("chatcmpl", body.model, body.include_usage)
-    if body.stream:
+    if not body.stream:
+        return JSONResponse(convert.chat_completion(info, await choices.collect(session)))
+    if len(choices.reqs) == 1:
         return sse_stream(events(session, convert.ChatStream(info)))
-    return JSONResponse(convert.chat_completion(info, await collect(request, session)))
+    return sse_stream(
+        choices.stream(
+            session,
+            lambda i: convert.ChatStream(info, i, usage_chunk=False),
+            lambda finals: _usage(info, "chat.completion.chunk", finals, len(finals)),
+        )
+    )
+
+
+def _usage(info: convert.Meta, kind: str, finals: list[Chunk], per_prompt: int) -> Any:
+    if not info.include_usage:
+        return None
+    timings = convert.total_timings([f.timings for f in finals], per_prompt)
+    return convert.usage_chunk(info, kind, timings)
 
 
 @api.post("/completions")
@@ -119,13 +178,22 @@ async def completions(request: Request) -> Response:
     body = await read_model(request, CompletionRequest)
     if not body.model:
         raise InvalidRequest("model is required")
-    session = await found(
-        body.model, inference(request).open(convert.completion_request(body, dialect))
-    )
+    choices = Choices(request, convert.completion_requests(body, dialect))
+    per_prompt = convert.choice_count(body)
+    session = await choices.open(0)
     info = meta("cmpl", body.model, body.include_usage)
-    if body.stream:
+    if not body.stream:
+        finals = await choices.collect(session)
+        return JSONResponse(convert.completion(info, finals, per_prompt))
+    if len(choices.reqs) == 1:
         return sse_stream(events(session, convert.CompletionStream(info)))
-    return JSONResponse(convert.completion(info, await collect(request, session)))
+    return sse_stream(
+        choices.stream(
+            session,
+            lambda i: convert.CompletionStream(info, i, usage_chunk=False),
+            lambda finals: _usage(info, "text_completion", finals, per_prompt),
+        )
+    )
 
 
 @api.post("/embeddings")

@@ -1,7 +1,8 @@
 """OpenAI request bodies as Ollama's compatibility layer accepts them.
 
-Unknown fields are accepted and ignored (``n``, ``user``, ``logit_bias``, ``tool_choice``...); a known
-field with the wrong type is a 400. Values are strict: ``"0.5"`` is not a number.
+Unknown fields are accepted and ignored (``user``, ``logit_bias``, ``tool_choice``...); a known field
+with the wrong type is a 400. Values are strict: ``"0.5"`` is not a number. Beyond OpenAI's fields,
+``num_ctx`` (top level or in ``options``, as Ollama spells it) sets the context size.
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ class SamplingFields(OpenAIRequest):
     top_p: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    n: int | None = None
+    num_ctx: int | None = None
+    options: dict[str, Any] | None = None
 
     @property
     def include_usage(self) -> bool:
@@ -95,7 +99,7 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str = ""
+    prompt: str | list[str] = ""
     suffix: str | None = None
     logprobs: int | None = None
 
