@@ -2,18 +2,25 @@
 # Local Kubernetes test cluster built from Go modules.
 #
 #   hack/cluster.sh build    build etcd, kube-apiserver, kube-controller-manager,
-#                            kube-scheduler, kubectl, kwok and helm into a cache
-#   hack/cluster.sh up       start the control plane and kwok fake nodes (2 GPU, 1 CPU)
+#                            kube-scheduler, kubectl, kwok and helm into a cache, and the
+#                            real node's parts (hack/node/build.sh)
+#   hack/cluster.sh up       start the control plane, kwok fake nodes (2 GPU, 1 CPU) and a real
+#                            node (hack/node/node.sh; MODELRUNNER_REAL_NODE=0 leaves it out)
 #   hack/cluster.sh down     stop everything and remove .cluster/ (keeps the cache)
 #   hack/cluster.sh status   show processes, API health and nodes
-#   hack/cluster.sh env      print `export KUBECONFIG=...; export PATH=...` lines
+#   hack/cluster.sh env      print `export KUBECONFIG=... PATH=... MODELRUNNER_REGISTRY=...` lines
 #   hack/cluster.sh path B   print the path of built binary B (exit 1 if not built)
 #
-# Everything listens on 127.0.0.1 only. See hack/README.md.
+# The control plane listens on 127.0.0.1, and the API server also on the host end of the real
+# node's link (hack/node/lib.sh), which only that node's namespace reaches. See hack/README.md.
 set -euo pipefail
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$HACK_DIR/.." && pwd)
+# shellcheck source=hack/lib-go.sh
+. "$HACK_DIR/lib-go.sh"
+# shellcheck source=hack/lib-pki.sh
+. "$HACK_DIR/lib-pki.sh"
 MODULES_DIR="$HACK_DIR/cluster"
 CLUSTER_DIR=${MODELRUNNER_CLUSTER_DIR:-"$REPO_ROOT/.cluster"}
 CACHE_ROOT=${MODELRUNNER_CLUSTER_CACHE:-"${XDG_CACHE_HOME:-$HOME/.cache}/modelrunner-cluster"}
@@ -25,6 +32,11 @@ APISERVER_PORT=${CLUSTER_APISERVER_PORT:-16443}
 KCM_PORT=${CLUSTER_KCM_PORT:-16257}
 SCHEDULER_PORT=${CLUSTER_SCHEDULER_PORT:-16259}
 HOST=127.0.0.1
+# The real node's view of the API server: the host end of its link (hack/node/lib.sh).
+NODE_LINK_HOST_IP=10.250.0.1
+# The real node needs root (network namespace, containerd, kubelet); without root it is left out.
+REAL_NODE=${MODELRUNNER_REAL_NODE:-$([[ $(id -u) == 0 ]] && echo 1 || echo 0)}
+NODE_SCRIPT=$HACK_DIR/node/node.sh
 
 SERVICE_CIDR=10.96.0.0/16
 SERVICE_APISERVER_IP=10.96.0.1
@@ -41,14 +53,10 @@ COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 log() { printf '[cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-module_version() { # module_version <wrapper dir> <module path>
-  awk -v m="$2" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$MODULES_DIR/$1/go.mod"
-}
-
-K8S_VERSION=$(module_version kubernetes k8s.io/kubernetes)
-ETCD_VERSION=$(module_version etcd go.etcd.io/etcd/server/v3)
-KWOK_VERSION=$(module_version kwok sigs.k8s.io/kwok)
-HELM_VERSION=$(module_version helm helm.sh/helm/v3)
+K8S_VERSION=$(module_version "$MODULES_DIR/kubernetes/go.mod" k8s.io/kubernetes)
+ETCD_VERSION=$(module_version "$MODULES_DIR/etcd/go.mod" go.etcd.io/etcd/server/v3)
+KWOK_VERSION=$(module_version "$MODULES_DIR/kwok/go.mod" sigs.k8s.io/kwok)
+HELM_VERSION=$(module_version "$MODULES_DIR/helm/go.mod" helm.sh/helm/v3)
 
 version_key() {
   local sum
@@ -95,24 +103,6 @@ missing_binaries() {
   for name in "${ALL_BINARIES[@]}"; do
     [[ -x $(bin_path "$name") ]] || echo "$name"
   done
-}
-
-go_build() { # go_build <wrapper dir> <output file, or dir ending in /> <ldflags> <packages...>
-  local dir=$1 out=$2 ldflags=$3; shift 3
-  (cd "$MODULES_DIR/$dir" &&
-    GOWORK=off CGO_ENABLED=0 GOFLAGS=-mod=readonly \
-      go build -trimpath -buildvcs=false -ldflags "$ldflags" -o "$out" "$@")
-}
-
-k8s_ldflags() {
-  local v=$K8S_VERSION major minor pkg flags="-s -w"
-  major=${v#v}; major=${major%%.*}
-  minor=${v#v"$major".}; minor=${minor%%.*}
-  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    flags+=" -X $pkg.gitVersion=$v -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
-    flags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-  done
-  echo "$flags"
 }
 
 helm_ldflags() {
@@ -170,13 +160,13 @@ do_build() {
   done
   if [[ ${#k8s_pkgs[@]} -gt 0 ]]; then
     log "go build ${k8s_pkgs[*]}"
-    go_build kubernetes "$tmp/" "$(k8s_ldflags)" "${k8s_pkgs[@]}"
+    go_build "$MODULES_DIR/kubernetes" "$tmp/" "$(k8s_ldflags "$K8S_VERSION")" "${k8s_pkgs[@]}"
   fi
   for name in "${missing[@]}"; do
     case $name in
-      etcd) log "go build etcd"; go_build etcd "$tmp/etcd" "-s -w" go.etcd.io/etcd/server/v3;;
-      kwok) log "go build kwok"; go_build kwok "$tmp/kwok" "-s -w" sigs.k8s.io/kwok/cmd/kwok;;
-      helm) log "go build helm"; go_build helm "$tmp/helm" "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm;;
+      etcd) log "go build etcd"; go_build "$MODULES_DIR/etcd" "$tmp/etcd" "-s -w" go.etcd.io/etcd/server/v3;;
+      kwok) log "go build kwok"; go_build "$MODULES_DIR/kwok" "$tmp/kwok" "-s -w" sigs.k8s.io/kwok/cmd/kwok;;
+      helm) log "go build helm"; go_build "$MODULES_DIR/helm" "$tmp/helm" "$(helm_ldflags)" helm.sh/helm/v3/cmd/helm;;
     esac
   done
   for name in "${missing[@]}"; do
@@ -190,6 +180,7 @@ do_build() {
 cmd_build() {
   mkdir -p "$CACHE_DIR"
   with_lock "$CACHE_DIR.lock" do_build
+  if [[ $REAL_NODE == 1 ]]; then "$HACK_DIR/node/build.sh"; fi
 }
 
 # ---------------------------------------------------------------- processes
@@ -294,26 +285,6 @@ any_running() {
 
 # ---------------------------------------------------------------- pki
 
-gen_cert() { # gen_cert <name> <subject> [san]   signed by the cluster CA
-  local pki=$CLUSTER_DIR/pki name=$1 subj=$2 san=${3:-} ext
-  openssl ecparam -name prime256v1 -genkey -noout -out "$pki/$name.key" 2>/dev/null
-  openssl req -new -key "$pki/$name.key" -subj "$subj" -out "$pki/$name.csr" 2>/dev/null
-  ext="$pki/$name.ext"
-  {
-    echo "basicConstraints=critical,CA:FALSE"
-    echo "keyUsage=critical,digitalSignature,keyEncipherment"
-    if [[ -n $san ]]; then
-      echo "extendedKeyUsage=serverAuth,clientAuth"
-      echo "subjectAltName=$san"
-    else
-      echo "extendedKeyUsage=clientAuth"
-    fi
-  } >"$ext"
-  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
-    -CAcreateserial -days 365 -sha256 -extfile "$ext" -out "$pki/$name.crt" 2>/dev/null
-  rm -f "$pki/$name.csr" "$ext"
-}
-
 gen_pki() {
   local pki=$CLUSTER_DIR/pki
   command -v openssl >/dev/null || die "openssl is required (apt-get install openssl)"
@@ -323,40 +294,18 @@ gen_pki() {
     -sha256 -addext "basicConstraints=critical,CA:TRUE" \
     -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
     -out "$pki/ca.crt" 2>/dev/null
-  gen_cert apiserver "/CN=kube-apiserver" \
-    "IP:$HOST,DNS:localhost,IP:$SERVICE_APISERVER_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
-  gen_cert admin "/O=system:masters/CN=kubernetes-admin"
-  gen_cert kube-controller-manager "/CN=system:kube-controller-manager"
-  gen_cert kube-scheduler "/CN=system:kube-scheduler"
-  gen_cert front-proxy-client "/CN=front-proxy-client"
+  gen_cert "$pki" apiserver "/CN=kube-apiserver" \
+    "IP:$HOST,DNS:localhost,IP:$NODE_LINK_HOST_IP,IP:$SERVICE_APISERVER_IP,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  gen_cert "$pki" admin "/O=system:masters/CN=kubernetes-admin"
+  gen_cert "$pki" kube-controller-manager "/CN=system:kube-controller-manager"
+  gen_cert "$pki" kube-scheduler "/CN=system:kube-scheduler"
+  gen_cert "$pki" front-proxy-client "/CN=front-proxy-client"
+  # The API server's identity towards kubelets (logs, exec, port-forward).
+  gen_cert "$pki" apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client"
   # Service-account token signing key pair.
   openssl ecparam -name prime256v1 -genkey -noout -out "$pki/sa.key" 2>/dev/null
   openssl ec -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
   chmod 600 "$pki"/*.key
-}
-
-write_kubeconfig() { # write_kubeconfig <file> <cert name> <user>
-  local file=$1 cert=$2 user=$3 pki=$CLUSTER_DIR/pki
-  (umask 077; cat >"$file") <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: modelrunner
-  cluster:
-    server: https://$HOST:$APISERVER_PORT
-    certificate-authority-data: $(base64 -w0 "$pki/ca.crt")
-users:
-- name: $user
-  user:
-    client-certificate-data: $(base64 -w0 "$pki/$cert.crt")
-    client-key-data: $(base64 -w0 "$pki/$cert.key")
-contexts:
-- name: modelrunner
-  context:
-    cluster: modelrunner
-    user: $user
-current-context: modelrunner
-EOF
 }
 
 # ---------------------------------------------------------------- up / down
@@ -370,9 +319,11 @@ start_all() {
   rm -rf "$d"
   mkdir -p "$d/run" "$d/logs" "$d/etcd" "$d/bin"
   gen_pki
-  write_kubeconfig "$d/kubeconfig" admin kubernetes-admin
-  write_kubeconfig "$d/run/kube-controller-manager.kubeconfig" kube-controller-manager system:kube-controller-manager
-  write_kubeconfig "$d/run/kube-scheduler.kubeconfig" kube-scheduler system:kube-scheduler
+  local server=https://$HOST:$APISERVER_PORT
+  write_kubeconfig "$d/kubeconfig" "$pki" admin kubernetes-admin "$server"
+  write_kubeconfig "$d/run/kube-controller-manager.kubeconfig" "$pki" kube-controller-manager \
+    system:kube-controller-manager "$server"
+  write_kubeconfig "$d/run/kube-scheduler.kubeconfig" "$pki" kube-scheduler system:kube-scheduler "$server"
   ln -sf "$(bin_path kubectl)" "$d/bin/kubectl"
   ln -sf "$(bin_path helm)" "$d/bin/helm"
 
@@ -387,8 +338,9 @@ start_all() {
 
   start_component kube-apiserver \
     --etcd-servers="http://$HOST:$ETCD_PORT" \
-    --bind-address=$HOST --advertise-address=$HOST --secure-port="$APISERVER_PORT" \
-    --endpoint-reconciler-type=none \
+    --bind-address=0.0.0.0 --advertise-address=$NODE_LINK_HOST_IP --secure-port="$APISERVER_PORT" \
+    --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
     --cert-dir="$d/run/apiserver-certs" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
@@ -436,6 +388,10 @@ start_all() {
     || fail_up kube-controller-manager
   local dead
   dead=$(first_stopped) && fail_up "$dead"
+  if [[ $REAL_NODE == 1 ]]; then
+    # Its daemons must not inherit the lock.
+    MODELRUNNER_CLUSTER_DIR=$d "$NODE_SCRIPT" up {LOCK_FD}>&-
+  fi
   trap - EXIT
   log "cluster up in $((SECONDS - start))s: export KUBECONFIG=$d/kubeconfig"
 }
@@ -460,8 +416,11 @@ abort_start() {
   exit "$rc"
 }
 
+node_ok() {
+  [[ $REAL_NODE != 1 ]] || MODELRUNNER_CLUSTER_DIR=$CLUSTER_DIR "$NODE_SCRIPT" status >/dev/null 2>&1
+}
 do_up() {
-  if all_running && apiserver_ready; then
+  if all_running && apiserver_ready && node_ok; then
     log "already up: export KUBECONFIG=$CLUSTER_DIR/kubeconfig"
     return 0
   fi
@@ -474,6 +433,10 @@ do_up() {
 
 stop_all() { # stop_all [keep]   keep: leave the directory (for its logs)
   local i
+  # The node first, while the API server still answers; it runs whenever its pid files say so.
+  if [[ -d $CLUSTER_DIR/node || $REAL_NODE == 1 ]] && [[ $(id -u) == 0 ]]; then
+    MODELRUNNER_CLUSTER_DIR=$CLUSTER_DIR "$NODE_SCRIPT" down || true
+  fi
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     stop_component "${COMPONENTS[i]}"
   done
@@ -505,6 +468,9 @@ cmd_status() {
     echo "api server:              https://$HOST:$APISERVER_PORT ready"
     echo "kubeconfig:              $CLUSTER_DIR/kubeconfig"
     kubectl_ get nodes -L nvidia.com/gpu.product || rc=1
+    if [[ $REAL_NODE == 1 ]]; then
+      MODELRUNNER_CLUSTER_DIR=$CLUSTER_DIR "$NODE_SCRIPT" status || rc=1
+    fi
   else
     echo "api server:              not ready"; rc=1
   fi
@@ -522,6 +488,9 @@ cmd_path() { # path of a built binary; exit 1 when it is not built
 cmd_env() {
   echo "export KUBECONFIG=$CLUSTER_DIR/kubeconfig"
   echo "export PATH=$CLUSTER_DIR/bin:\$PATH"
+  if [[ $REAL_NODE == 1 ]]; then
+    echo "export $(MODELRUNNER_CLUSTER_DIR=$CLUSTER_DIR "$NODE_SCRIPT" env)"
+  fi
 }
 
 usage() {
