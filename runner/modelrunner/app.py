@@ -22,9 +22,11 @@ from modelrunner.api.dmr import registry as dmr_registry
 from modelrunner.api.ollama import inference as ollama_inference
 from modelrunner.api.ollama import models as ollama_models
 from modelrunner.api.ollama import registry as ollama_registry
+from modelrunner.api.openai import responses as openai_responses
 from modelrunner.api.openai import routes as openai_routes
 from modelrunner.core.inference import EngineDefaults, InferenceService
 from modelrunner.core.models import ModelService
+from modelrunner.core.responses import ResponseStore
 from modelrunner.durations import parse_keep_alive
 from modelrunner.engine.base import Engine
 from modelrunner.engine.prompts import check_template
@@ -90,7 +92,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     svc = Services(
         settings=settings,
         models=ModelService(store, check_template),
-        extra={"inference": inference, "metrics": metrics},
+        extra={"inference": inference, "metrics": metrics, "responses": ResponseStore()},
     )
 
     @asynccontextmanager
@@ -113,6 +115,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(dmr_engines.router)
     app.include_router(dmr_models.router)
     app.include_router(openai_routes.router)
+    app.include_router(openai_responses.router)
     app.include_router(system.router)
 
     @app.exception_handler(StarletteHTTPException)

@@ -43,7 +43,8 @@ from modelrunner.engine.base import (
     TokenOut,
 )
 from modelrunner.engine.cpu import default_threads
-from modelrunner.errors import InvalidRequest, ModelRunnerError
+from modelrunner.engine.vision import EmbdBatch, Media, MediaPrompt, Projector, decode_span
+from modelrunner.errors import InvalidRequest, ModelRunnerError, Unsupported
 
 _END = object()
 _MIN_REUSE = 16  # shortest shared prefix worth taking a slot's cache for
@@ -94,6 +95,7 @@ class _Request:
     sampling: Sampling
     sampler: nat.RequestSampler
     submitted: int
+    media: Media | None = None  # images: spans of placeholder tokens decoded as embeddings
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
     )
@@ -161,6 +163,17 @@ class BatchedLlamaModel:
         except (ValueError, OSError) as exc:
             raise ModelRunnerError(f"unable to load model: {exc}") from None
         self._batch = nat.NativeBatch(self.native.n_batch)
+        self.projector: Projector | None = None
+        self._embd_batch: EmbdBatch | None = None
+        if options.projector is not None and not options.embedding:
+            try:
+                self.projector = Projector(
+                    options.projector, self.native.model, n_threads=threads, use_gpu=n_gpu != 0
+                )
+            except BaseException:
+                self.native.close()
+                raise
+            self._embd_batch = EmbdBatch(self.native.n_batch, self.projector.n_embd)
         self._slots = [_Slot(seq=i) for i in range(n_seq)]
         self._waiting: collections.deque[_Request] = collections.deque()
         self._embeds: collections.deque[_EmbedJob] = collections.deque()
@@ -231,8 +244,19 @@ class BatchedLlamaModel:
     def token_eos(self) -> int:
         return self.native.eos
 
+    def media_prompt(self, text: str, images: list[bytes], *, add_bos: bool) -> MediaPrompt:
+        """Tokens and image embeddings for a prompt with images (see ``engine/vision.py``)."""
+        if self.projector is None:
+            raise Unsupported("image input is not supported by this model")
+        return self.projector.prompt(text, images, add_bos=add_bos)
+
     def generate(
-        self, prompt: list[int], sampling: Sampling, *, ignore_eos: bool = False
+        self,
+        prompt: list[int],
+        sampling: Sampling,
+        *,
+        ignore_eos: bool = False,
+        media: Media | None = None,
     ) -> BatchedGeneration:
         """Queue a request (it is submitted when iteration starts). ``ignore_eos`` (not part of
         the engine protocol; for benchmarks) bans end-of-generation tokens."""
@@ -246,8 +270,10 @@ class BatchedLlamaModel:
                 f"({self.context_length})"
             )
         # A bad grammar fails here, before the caller starts a response, not mid-stream.
+        if media is not None and media.spans and self.projector is None:
+            raise Unsupported("image input is not supported by this model")
         sampler = nat.RequestSampler(self.native, sampling, ban_eog=ignore_eos)
-        return BatchedGeneration(self, list(prompt), sampling, sampler)
+        return BatchedGeneration(self, list(prompt), sampling, sampler, media)
 
     async def embed(self, texts: list[str], *, truncate: bool = True) -> Embeddings:
         if self._closing:
@@ -279,6 +305,8 @@ class BatchedLlamaModel:
             self._closing = True
             self._cond.notify()
         self._thread.join()
+        if self.projector is not None:
+            self.projector.close()
         self.native.close()
 
     # -- called from generations (event-loop thread) --------------------------------------------
@@ -378,6 +406,8 @@ class BatchedLlamaModel:
     def _place(self, r: _Request, slot: _Slot, now: int) -> None:
         native = self.native
         keep = min(nat.common_prefix(slot.cached, r.prompt), len(r.prompt) - 1)
+        if r.media is not None:
+            keep = r.media.align(keep)
         if keep > 0:
             # A sliding-window cache may have dropped positions the prefix still needs.
             pos_min = native.seq_pos_min(slot.seq)
@@ -403,6 +433,7 @@ class BatchedLlamaModel:
         self._prefilling.append(r)
 
     def _decode_step(self) -> None:
+        self._decode_images()
         batch = self._batch
         batch.clear()
         native = self.native
@@ -419,10 +450,13 @@ class BatchedLlamaModel:
             if room <= 0:
                 break
             assert r.slot is not None
-            rest = len(r.prompt) - r.done
+            end = len(r.prompt) if r.media is None else r.media.text_end(r.done, len(r.prompt))
+            if end == r.done:
+                continue  # an image comes first: decoded by the next step
+            rest = end - r.done
             n = min(rest, room)
             r.chunk = r.prompt[r.done : r.done + n]
-            last = n == rest
+            last = r.done + n == len(r.prompt)
             idx = batch.add(r.chunk, r.done, r.slot.seq, output="last" if last else "none")
             r.index = idx if last else -1
             prefilled.append(r)
@@ -450,6 +484,37 @@ class BatchedLlamaModel:
         for r in generating + prefilled:
             if r.index >= 0:
                 self._sample(r, now)
+                r.index = -1
+
+    def _decode_images(self) -> None:
+        """Decode the image of every prefilling request whose next prompt part is one (an
+        embedding batch cannot carry tokens, so each image is a decode of its own)."""
+        batch = self._embd_batch
+        if batch is None:
+            return
+        native = self.native
+        for r in list(self._prefilling):
+            span = r.media.span_at(r.done) if r.media is not None else None
+            if span is None or r.slot is None:
+                continue
+            last = span.end == len(r.prompt)
+            native.set_embeddings(False)
+            try:
+                rc, index = decode_span(native.ctx, batch, span, r.slot.seq, logits_last=last)
+            except InvalidRequest as exc:
+                self._fail_requests([r], exc)
+                continue
+            self.steps += 1
+            if rc != 0:
+                self._fail_requests([r], ModelRunnerError(f"llama_decode failed ({rc})"))
+                continue
+            r.slot.cached.extend(r.prompt[span.start : span.end])
+            r.done = span.end
+            self.prompt_tokens_evaluated += span.n_tokens
+            if last:
+                self._prefilling.remove(r)
+                r.index = index
+                self._sample(r, time.perf_counter_ns())
                 r.index = -1
 
     def _sample(self, r: _Request, now: int) -> None:
@@ -618,8 +683,10 @@ class BatchedGeneration:
         prompt: list[int],
         sampling: Sampling,
         sampler: nat.RequestSampler,
+        media: Media | None = None,
     ) -> None:
         self.model = model
+        self.media = media
         self.prompt = prompt
         self.sampling = sampling
         self.stats = GenerationStats(prompt_tokens=len(prompt))
@@ -658,6 +725,7 @@ class BatchedGeneration:
             sampling=self.sampling,
             sampler=self._sampler,
             submitted=time.perf_counter_ns(),
+            media=self.media,
         )
         self.model._submit(request)
         try:

@@ -24,8 +24,11 @@ from modelrunner.store.modelfile import (
 )
 from modelrunner.store.records import ModelRecord
 
-# The Ollama release whose API this server follows; clients gate features on it.
-OLLAMA_COMPAT_VERSION = "0.13.0"
+# The Ollama release whose API this server follows; clients gate features on it. Codex speaks the
+# Responses API only to servers reporting >= 0.13.4 (Ollama shipped /v1/responses in 0.13.3); we
+# claim no later release than needed, as we have not checked all that later ones added. Open WebUI
+# parses the version as x.y.z integers.
+OLLAMA_COMPAT_VERSION = "0.13.5"
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
 
 router = APIRouter(route_class=OllamaRoute)

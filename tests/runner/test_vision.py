@@ -1,0 +1,194 @@
+"""Image input over real HTTP: a tiny text model plus a tiny CLIP projector (random weights),
+imported the Ollama way (both GGUFs in ``files``), asked with the official ``ollama`` and
+``openai`` clients; bad images and text-only models get each dialect's error."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import ollama
+import openai
+import pytest
+
+from modelrunner.app import create_app
+from modelrunner.core.vision import InvalidBase64, decode_base64, place_markers, tag_messages
+from modelrunner.settings import Settings
+from tests.conftest import sha256_file, upload_and_create
+from tests.support.server import LiveServer
+from tests.support.tiny_vision import IMAGE_TOKENS, png, write_tiny_projector
+
+GREEDY = {"temperature": 0, "num_predict": 6, "seed": 1}
+RED = png(32, 32, (255, 0, 0))
+NOISE = png(48, 40, seed=7)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path) -> Iterator[LiveServer]:
+    """One runner for the module: ``seer`` (text model + projector) and ``blind`` (text only)."""
+    root = tmp_path_factory.mktemp("vision")
+    projector = write_tiny_projector(root / "mmproj.gguf")
+    live = LiveServer(create_app(Settings(models=root / "models", listen=[], prune=False)))
+    live.start()
+    try:
+        with httpx.Client(base_url=live.url, timeout=60) as client:
+            upload_and_create(client, tiny_gguf, "blind")
+            digest = sha256_file(projector)
+            ok = client.post(f"/api/blobs/{digest}", content=projector.read_bytes())
+            assert ok.status_code in (200, 201)
+            upload_and_create(client, tiny_gguf, "seer", files={
+                tiny_gguf.name: sha256_file(tiny_gguf), projector.name: digest})  # fmt: skip
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def http(server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture
+def ask(server: LiveServer) -> ollama.Client:
+    return ollama.Client(host=server.url)
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_the_projector_layer_makes_a_vision_model(ask: ollama.Client) -> None:
+    shown = ask.show("seer")
+    assert "vision" in (shown.capabilities or [])
+    assert "vision" not in (ask.show("blind").capabilities or [])
+
+
+def test_an_image_adds_its_tokens_to_the_prompt(ask: ollama.Client) -> None:
+    text = ask.generate(model="seer", prompt="hello world", options=GREEDY)
+    seen = ask.generate(model="seer", prompt="hello world", images=[RED], options=GREEDY)
+    two = ask.generate(model="seer", prompt="hello world", images=[RED, NOISE], options=GREEDY)
+    assert seen.prompt_eval_count == text.prompt_eval_count + IMAGE_TOKENS
+    assert two.prompt_eval_count == text.prompt_eval_count + 2 * IMAGE_TOKENS
+    # The returned context holds text tokens only: it can be sent back.
+    assert seen.context and all(t >= 0 for t in seen.context)
+    more = ask.generate(model="seer", prompt="again", context=seen.context, options=GREEDY)
+    assert more.done
+
+
+def test_the_output_depends_on_the_image(ask: ollama.Client) -> None:
+    def answer(image: bytes) -> str:
+        return ask.generate(model="seer", prompt="hi", images=[image], options=GREEDY).response
+
+    red, noise = answer(RED), answer(NOISE)
+    assert red == answer(RED)  # greedy: the same image gives the same answer (cache or not)
+    assert red != noise
+    assert answer(png(32, 32, (0, 0, 255))) != red
+
+
+def test_chat_images_sit_in_their_messages(ask: ollama.Client) -> None:
+    plain = ask.chat(model="seer", messages=[{"role": "user", "content": "hi"}], options=GREEDY)
+    reply = ask.chat(
+        model="seer",
+        messages=[{"role": "user", "content": "hi", "images": [NOISE]}],
+        options=GREEDY,
+    )
+    # The text around the image is tokenized in two parts (as llama-server does), which may
+    # cost a token or two at each boundary.
+    grown = (reply.prompt_eval_count or 0) - (plain.prompt_eval_count or 0)
+    assert IMAGE_TOKENS <= grown <= IMAGE_TOKENS + 4
+    assert reply.message.content != plain.message.content
+
+
+def test_openai_image_url_data_urls(server: LiveServer) -> None:
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+
+    def ask(*parts: Any) -> Any:
+        content = [{"type": "text", "text": "hi"}, *parts]
+        return client.chat.completions.create(
+            model="seer", messages=[{"role": "user", "content": content}],
+            temperature=0, max_tokens=6, seed=1,
+        )  # fmt: skip
+
+    url = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(NOISE)}"}}
+    text, seen = ask(), ask(url)
+    assert seen.usage and text.usage
+    grown = seen.usage.prompt_tokens - text.usage.prompt_tokens
+    assert IMAGE_TOKENS <= grown <= IMAGE_TOKENS + 4
+    assert seen.choices[0].message.content != text.choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("not base64!", "illegal base64 data at input byte 3"),
+        ("abcde", "illegal base64 data at input byte 4"),
+        (b64(b"plain text, not an image"), "Failed to load image or audio file"),
+        (b64(RED[:40]), "Failed to load image or audio file"),  # truncated PNG
+    ],
+)
+def test_bad_images_are_ollama_400s(http: httpx.Client, data: str, message: str) -> None:
+    for path, body in (
+        ("/api/generate", {"prompt": "hi", "images": [data]}),
+        ("/api/chat", {"messages": [{"role": "user", "content": "hi", "images": [data]}]}),
+    ):
+        response = http.post(path, json={"model": "seer", "stream": False, **body})
+        assert response.status_code == 400, response.text
+        assert response.json() == {"error": message}
+
+
+@pytest.mark.parametrize("data", ["not base64!", b64(b"GIF89a but not really")])
+def test_bad_images_are_openai_400s(http: httpx.Client, data: str) -> None:
+    part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}"}}
+    body = {"model": "seer", "messages": [{"role": "user", "content": [part]}]}
+    response = http.post("/v1/chat/completions", json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+
+
+def test_a_model_without_projector_refuses_images(http: httpx.Client) -> None:
+    image = b64(RED)
+    response = http.post(
+        "/api/generate", json={"model": "blind", "prompt": "hi", "images": [image]}
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "Multimodal data provided, but model does not support multimodal requests."
+    }
+    part = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}}
+    body = {"model": "blind", "messages": [{"role": "user", "content": [part]}]}
+    assert http.post("/v1/chat/completions", json=body).status_code == 400
+    dmr = http.post("/engines/v1/chat/completions", json=body)
+    assert dmr.status_code == 500  # llama-server's answer without --mmproj
+    assert "you may need to provide the mmproj" in dmr.json()["error"]["message"]
+
+
+def test_debug_render_shows_ollama_image_tags(http: httpx.Client) -> None:
+    body = {"model": "seer", "prompt": "hi", "images": [b64(RED)], "_debug_render_only": True}
+    rendered = http.post("/api/generate", json=body).json()
+    assert "[img-0]hi" in rendered["_debug_info"]["rendered_template"]
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+
+
+def test_base64_follows_go() -> None:
+    assert decode_base64(b64(b"abc") + "\n") == b"abc"
+    for text, offset in (("ab=c", 2), ("a b", 1), ("abc", 0), ("YWJj====", 4)):
+        with pytest.raises(InvalidBase64) as caught:
+            decode_base64(text)
+        assert caught.value.offset == offset, text
+
+
+def test_tags_and_markers() -> None:
+    tagged = tag_messages([
+        {"role": "user", "content": "a", "images": ["x", "y"]},
+        {"role": "user", "content": "b [img] c", "images": ["z"]},
+    ])  # fmt: skip
+    assert [m["content"] for m in tagged] == ["[img-0][img-1]a", "b [img-2] c"]
+    text, order = place_markers("[img-1] then [img-0] and [img-5]", [b"0", b"1"], "<M>")
+    assert text == "<M> then <M> and [img-5]" and order == [b"1", b"0"]
