@@ -5,6 +5,10 @@ and ``/version``."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import tarfile
 from pathlib import Path
 
 import httpx
@@ -63,3 +67,123 @@ def test_tokenize_errors(http: httpx.Client, tiny: str) -> None:
     assert bad.json()["error"]["type"] == "invalid_request_error"
     assert http.post("/tokenize", json={"model": tiny}).json() == {"tokens": []}
     assert http.post("/detokenize", json={"model": tiny}).json() == {"content": ""}
+
+
+# -- load / export / purge / short IDs ----------------------------------------------------------
+
+
+def dmr_archive(gguf: Path) -> tuple[bytes, str]:
+    """What ``docker model package --gguf`` streams to /models/load, built by hand."""
+    data = gguf.read_bytes()
+    layer = {
+        "mediaType": "application/vnd.docker.ai.gguf.v3",
+        "digest": sha256(data),
+        "size": len(data),
+        "annotations": {"org.cncf.model.filepath": gguf.name},
+    }
+    config = json.dumps(
+        {
+            "config": {"format": "gguf", "architecture": "llama", "context_size": 256},
+            "descriptor": {"created": "2026-01-02T03:04:05Z"},
+            "rootfs": {"type": "rootfs", "diff_ids": [layer["digest"]]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.docker.ai.model.config.v0.1+json",
+                "digest": sha256(config),
+                "size": len(config),
+            },
+            "layers": [layer],
+        }
+    ).encode()
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for name, blob in (
+            (f"blobs/sha256/{sha256(data)[7:]}", data),
+            (f"blobs/sha256/{sha256(config)[7:]}", config),
+            ("ignore-me/readme.txt", b"not a blob"),
+            ("manifest.json", manifest),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return out.getvalue(), sha256(manifest)
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_package_flow_load_then_tag_by_id(http: httpx.Client, tiny_gguf: Path) -> None:
+    archive, model_id = dmr_archive(tiny_gguf)
+    headers = {"Content-Type": "application/x-tar"}
+    response = http.post("/models/load", content=archive, headers=headers)
+    assert response.status_code == 200, response.text
+    line = json.loads(response.text)
+    assert line["type"] == "success" and line["message"] == "Model loaded successfully"
+    # untagged: listed by DMR without tags, hidden from Ollama's list, reachable by ID
+    (model,) = http.get("/models").json()
+    assert model["id"] == model_id and "tags" not in model
+    assert model["created"] == 1767323045
+    assert http.get("/api/tags").json()["models"] == []
+    assert http.get(f"/models/{model_id}").json()["id"] == model_id
+    # what the CLI does next: tag the ID
+    tagged = http.post(f"/models/{model_id}/tag", params={"repo": "ai/packaged", "tag": "v1"})
+    assert tagged.status_code == 201, tagged.text
+    (model,) = http.get("/models").json()
+    assert model["tags"] == ["docker.io/ai/packaged:v1"]
+    assert [m["name"] for m in http.get("/api/tags").json()["models"]] == [
+        "docker.io/ai/packaged:v1"
+    ]
+    chat = {"model": "ai/packaged:v1", "messages": [{"role": "user", "content": "hi"}]}
+    reply = http.post("/engines/v1/chat/completions", json=chat | {"max_tokens": 2})
+    assert reply.status_code == 200, reply.text
+
+
+def test_load_refuses_bad_archives_and_keeps_nothing(
+    http: httpx.Client, tiny_gguf: Path, store_dir: Path
+) -> None:
+    archive, _ = dmr_archive(tiny_gguf)
+    truncated = http.post("/models/load", content=archive[: len(archive) // 2])
+    assert truncated.status_code == 500
+    assert truncated.text.startswith("error while loading model: ")
+    not_tar = http.post("/models/load", content=b"hello" * 300)
+    assert not_tar.status_code == 500
+    assert http.get("/models").json() == []
+    assert list((store_dir / "blobs").glob("sha256-*")) == []
+
+
+def test_export_round_trip_purge_and_short_ids(http: httpx.Client, tiny: str) -> None:
+    (model,) = http.get("/models").json()
+    short = model["id"][7:19]  # what `docker model ls -q` prints
+    for ref in (short, f"sha256:{short}", model["id"]):
+        assert http.get(f"/models/{ref}").json()["id"] == model["id"]
+    chat = {"model": short, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert http.post("/engines/v1/chat/completions", json=chat).status_code == 200
+    exported = http.get(f"/models/{short}/export")
+    assert exported.status_code == 200
+    assert exported.headers["content-type"] == "application/x-tar"
+    assert exported.headers["content-disposition"] == f'attachment; filename="{short}.tar"'
+    with tarfile.open(fileobj=io.BytesIO(exported.content)) as tar:
+        names = tar.getnames()
+        manifest = tar.extractfile("manifest.json").read()  # type: ignore[union-attr]
+    assert names[:2] == ["blobs", "blobs/sha256"] and names[-1] == "manifest.json"
+    assert sha256(manifest) == model["id"]
+    assert http.get("/models/ai/nothing/export").status_code == 404
+
+    assert http.delete("/models/purge").status_code == 200
+    assert http.get("/models").json() == [] and http.get("/api/tags").json()["models"] == []
+    assert http.get("/engines/ps").json() == []
+
+    loaded = http.post("/models/load", content=exported.content)
+    assert loaded.status_code == 200, loaded.text
+    (again,) = http.get("/models").json()
+    assert again["id"] == model["id"]  # same bytes, same ID
+    short_tag = http.post(f"/models/{short}/tag", params={"repo": "ai/back", "tag": "latest"})
+    assert short_tag.status_code == 201
+    removed = http.delete(f"/models/{short}").json()
+    assert removed == [{"Untagged": "docker.io/ai/back:latest"}, {"Deleted": model["id"]}]

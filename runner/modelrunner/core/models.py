@@ -75,7 +75,7 @@ class ModelService:
                 f"unable to delete {ref!r} (must be forced) due to multiple tag references: "
                 + ", ".join(str(t) for t in tags)
             )
-        targets = tags if by_id else [record.name]
+        targets = (tags or [record.name]) if by_id else [record.name]  # untagged: its own
         for name in targets:
             await anyio.to_thread.run_sync(self.store.delete, name)
         remaining = [n for n in tags if n not in targets]

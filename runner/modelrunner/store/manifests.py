@@ -19,7 +19,19 @@ from modelrunner.errors import InvalidRequest
 from modelrunner.names import ModelName, parse
 from modelrunner.store import media
 from modelrunner.store.atomic import write_atomic
-from modelrunner.store.digest import parse_digest
+from modelrunner.store.digest import hex_of, parse_digest
+
+# A model loaded without a name (DMR's POST /models/load, before the CLI tags it) is kept under a
+# hidden name made from its ID; it is listed nowhere but can be named by its ID.
+UNTAGGED_HOST = "untagged.invalid"
+
+
+def untagged_name(manifest_digest: str) -> ModelName:
+    return ModelName(UNTAGGED_HOST, "sha256", hex_of(manifest_digest), "latest")
+
+
+def is_untagged(name: ModelName) -> bool:
+    return name.host == UNTAGGED_HOST
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +177,8 @@ class ManifestStore:
                 return
             folder = folder.parent
 
-    def names(self) -> list[ModelName]:
+    def names(self, hidden: bool = False) -> list[ModelName]:
+        """Every stored name; ``hidden`` adds the untagged models' hidden names."""
         out: list[ModelName] = []
         for dirpath, _dirs, files in os.walk(self.root):
             rel = Path(dirpath).relative_to(self.root).parts
@@ -174,7 +187,8 @@ class ManifestStore:
             for tag in files:
                 with contextlib.suppress(Exception):
                     name = parse(f"{rel[0]}/{rel[1]}/{rel[2]}:{tag}")
-                    if (name.host, name.namespace, name.model, name.tag) == (*rel, tag):
+                    exact = (name.host, name.namespace, name.model, name.tag) == (*rel, tag)
+                    if exact and (hidden or not is_untagged(name)):
                         out.append(name)
         return out
 

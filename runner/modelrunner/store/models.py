@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections import Counter
@@ -22,10 +23,11 @@ from modelrunner.names import Dialect, ModelName, candidates, is_hex_id
 from modelrunner.store import media
 from modelrunner.store.blobs import BlobStore
 from modelrunner.store.gguf_info import cached_gguf
-from modelrunner.store.manifests import Manifest, ManifestStore
+from modelrunner.store.manifests import Manifest, ManifestStore, is_untagged, untagged_name
 from modelrunner.store.records import ModelRecord
 
 STALE_SECONDS = 3600  # unreferenced blobs younger than this may belong to a create in progress
+_SHORT_ID = re.compile(r"(?:sha256:)?([0-9a-f]{12})")
 
 
 class ModelStore:
@@ -41,18 +43,21 @@ class ModelStore:
 
     def find(self, ref: str, dialect: Dialect = Dialect.OLLAMA) -> ModelName | None:
         """Resolve what a caller typed to a stored name: the dialect's reading, the other
-        dialect's, a DMR model ID, then (like DMR) a bare model name with any host and namespace."""
+        dialect's, a DMR model ID (64 hex digits, or the 12 of ``docker model ls -q``), then
+        (like DMR) a bare model name with any host and namespace."""
         options = candidates(ref, dialect)
         for name in options:
             found = self.manifests.find(name)
             if found is not None:
                 return found
-        names = self.manifests.names()
-        if is_hex_id(ref):
-            want = ref.lower().removeprefix("sha256:")
-            for name in names:
-                if self.manifest_digest(name).removeprefix("sha256:") == want:
+        short = _SHORT_ID.fullmatch(ref.lower())
+        if is_hex_id(ref) or short:
+            want = short.group(1) if short else ref.lower().removeprefix("sha256:")
+            # tagged names first: an untagged copy of the same model is only a fallback
+            for name in sorted(self.manifests.names(hidden=True), key=is_untagged):
+                if self.manifest_digest(name).removeprefix("sha256:").startswith(want):
                     return name
+        names = self.manifests.names()
         if options and "/" not in ref:
             bare = options[0]
             for name in sorted(names, key=str):
@@ -169,7 +174,39 @@ class ModelStore:
             if existing is not None and existing != name:
                 self.manifests.delete(existing)
             self.manifests.write(name, manifest)
+            placeholder = untagged_name(manifest.digest)
+            if not is_untagged(name) and self.manifests.path(placeholder).is_file():
+                self.manifests.delete(placeholder)  # a model with a name is no longer untagged
             return self._collect(old)
+
+    def write_untagged(self, manifest: Manifest) -> ModelName:
+        """Keep a model that has no name yet (DMR's load); a model already stored under a name
+        needs no hidden copy."""
+        with self._lock:
+            for name in self.manifests.names():
+                if self.manifest_digest(name) == manifest.digest:
+                    return name
+            name = untagged_name(manifest.digest)
+            self.write_manifest(name, manifest)
+            return name
+
+    def untagged(self) -> list[ModelRecord]:
+        names = [n for n in self.manifests.names(hidden=True) if is_untagged(n)]
+        return [self.load(n) for n in names]
+
+    def discard(self, digests: Iterable[str]) -> list[str]:
+        """Delete blobs that no manifest uses (what a failed import left behind)."""
+        with self._lock:
+            return self._collect(digests)
+
+    def purge(self) -> int:
+        """Remove every model and every blob no write in progress holds (DMR's purge)."""
+        with self._lock:
+            names = self.manifests.names(hidden=True)
+            for name in names:
+                self.manifests.delete(name)
+            self._collect(self.blobs.digests())
+            return len(names)
 
     def copy(self, source: ModelName, destination: ModelName) -> None:
         with self._lock:
@@ -188,7 +225,7 @@ class ModelStore:
 
     def _referenced(self) -> set[str]:
         used: set[str] = set()
-        for other in self.manifests.names():
+        for other in self.manifests.names(hidden=True):
             with contextlib.suppress(Exception):
                 used.update(self.manifests.read(other)[0].blobs())
         return used

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -12,18 +13,17 @@ from modelrunner.api.dmr.wire import DMRRoute
 from modelrunner.core.model_info import docker_config
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
 from modelrunner.names import Dialect
+from modelrunner.store.manifests import is_untagged
 from modelrunner.store.records import ModelRecord
 
 router = APIRouter(route_class=DMRRoute)
 
 
 def model_object(record: ModelRecord, tags: list[str]) -> dict[str, Any]:
-    return {
-        "id": record.manifest.digest,
-        "tags": tags,
-        "created": int(record.created.timestamp()),
-        "config": docker_config(record),
-    }
+    out: dict[str, Any] = {"id": record.manifest.digest}
+    if tags:  # omitempty: an untagged model (loaded, not yet tagged) has none
+        out["tags"] = tags
+    return out | {"created": int(record.created.timestamp()), "config": docker_config(record)}
 
 
 async def _object(request: Request, record: ModelRecord) -> dict[str, Any]:
@@ -45,6 +45,8 @@ async def list_models(request: Request) -> list[dict[str, Any]]:
     for record in await models.list_models():
         if record.manifest.digest not in seen:
             seen[record.manifest.digest] = await _object(request, record)
+    for record in await anyio.to_thread.run_sync(models.store.untagged):
+        seen.setdefault(record.manifest.digest, model_object(record, []))
     return list(seen.values())
 
 
@@ -61,7 +63,9 @@ async def delete_model(name: str, request: Request) -> Response:
         removed, deleted = await services(request).models.remove_dmr(name, force)
     except (ModelNotFound, InvalidName):
         raise NotFound("Model not found") from None
-    body: list[dict[str, str]] = [{"Untagged": n.display(Dialect.DMR)} for n in removed]
+    body: list[dict[str, str]] = [
+        {"Untagged": n.display(Dialect.DMR)} for n in removed if not is_untagged(n)
+    ]
     if deleted:
         body.append({"Deleted": deleted})
     return JSONResponse(body)

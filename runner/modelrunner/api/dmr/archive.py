@@ -1,0 +1,103 @@
+"""DMR's archive and store-wide routes: ``POST /models/load`` (the tar ``docker model package``
+streams), ``GET /models/{name}/export`` (the same format back) and ``DELETE /models/purge``.
+
+Registered before the generic ``/models/{name}`` routes, as DMR's mux prefers these patterns.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import anyio.from_thread
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
+
+from modelrunner.api.common import services
+from modelrunner.api.dmr.wire import DMRRoute
+from modelrunner.core.inference import InferenceService
+from modelrunner.errors import InvalidName, ModelNotFound, ModelRunnerError, NotFound
+from modelrunner.names import Dialect
+from modelrunner.store.archive import archive_chunks, read_archive
+from modelrunner.store.models import ModelStore
+
+router = APIRouter(route_class=DMRRoute)
+
+
+class RequestReader(io.RawIOBase):
+    """The request body as a blocking file, for the worker thread that unpacks it: each read
+    pulls the next chunk from the event loop."""
+
+    def __init__(self, request: Request) -> None:
+        self._stream = request.stream().__aiter__()
+        self._buffer = b""
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    async def _next(self) -> bytes:
+        try:
+            return await self._stream.__anext__()
+        except StopAsyncIteration:
+            return b""
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer and not self._done:
+            self._buffer = anyio.from_thread.run(self._next)
+            self._done = not self._buffer
+        n = min(len(target), len(self._buffer))
+        target[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+
+def _store(request: Request) -> ModelStore:
+    return services(request).models.store
+
+
+def _progress(message: str) -> bytes:
+    line = {
+        "type": "success",
+        "message": message,
+        "total": 0,
+        "layer": {"size": 0, "current": 0},
+        "mode": "pull",
+    }
+    return json.dumps(line, separators=(",", ":")).encode() + b"\n"
+
+
+@router.post("/models/load")
+async def load(request: Request) -> Response:
+    store = _store(request)
+    reader = io.BufferedReader(RequestReader(request), buffer_size=1 << 20)
+    try:
+        await anyio.to_thread.run_sync(read_archive, store, reader)
+    except ModelRunnerError as exc:
+        # DMR wraps every load failure in a 500 ``error while loading model: ...``
+        raise ModelRunnerError(f"error while loading model: {exc.message}") from None
+    return Response(_progress("Model loaded successfully"), media_type="text/plain")
+
+
+@router.get("/models/{name:path}/export")
+async def export(name: str, request: Request) -> Response:
+    try:
+        record = await services(request).models.get(name, Dialect.DMR)
+    except (ModelNotFound, InvalidName):
+        raise NotFound(f"get model '{json.dumps(name)}': model not found") from None
+    chunks: Iterator[bytes] = archive_chunks(_store(request), record.manifest)
+    body: AsyncIterator[bytes] = iterate_in_threadpool(chunks)
+    headers = {"Content-Disposition": f"attachment; filename={json.dumps(name + '.tar')}"}
+    return StreamingResponse(body, media_type="application/x-tar", headers=headers)
+
+
+@router.delete("/models/purge")
+async def purge(request: Request) -> Response:
+    inference: InferenceService = services(request).extra["inference"]
+    await inference.scheduler.unload_idle()  # their files are about to go
+    await anyio.to_thread.run_sync(_store(request).purge)
+    return Response(status_code=200)
