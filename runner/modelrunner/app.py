@@ -15,6 +15,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from modelrunner import __version__
 from modelrunner.api import system
+from modelrunner.api.anthropic import routes as anthropic_routes
+from modelrunner.api.anthropic import wire as anthropic_wire
 from modelrunner.api.common import Services
 from modelrunner.api.dmr import engines as dmr_engines
 from modelrunner.api.dmr import models as dmr_models
@@ -115,12 +117,15 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(dmr_engines.router)
     app.include_router(dmr_models.router)
     app.include_router(openai_routes.router)
+    app.include_router(anthropic_routes.router)
     app.include_router(openai_responses.router)
     app.include_router(system.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         message = "404 page not found" if exc.status_code == 404 else str(exc.detail)
+        if anthropic_routes.is_anthropic_path(request.url.path):
+            return anthropic_wire.error_response(exc.status_code, message)
         if request.url.path.startswith(("/v1/", "/engines/")):
             kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
             body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
