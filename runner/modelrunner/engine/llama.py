@@ -30,7 +30,14 @@ from modelrunner.engine.base import (
     TokenOut,
 )
 from modelrunner.engine.cpu import default_threads
-from modelrunner.errors import InvalidRequest, ModelRunnerError
+from modelrunner.engine.vision import (
+    EmbdBatch,
+    Media,
+    MediaPrompt,
+    Projector,
+    decode_span,
+)
+from modelrunner.errors import InvalidRequest, ModelRunnerError, Unsupported
 
 _END = object()
 
@@ -67,6 +74,18 @@ class LlamaModel:
         self._lock = threading.Lock()
         self._vocab = self.llm._model.vocab
         self.gpu_layers = n_gpu
+        self.projector: Projector | None = None
+        if options.projector is not None and not options.embedding:
+            try:
+                self.projector = Projector(
+                    options.projector,
+                    self.llm._model.model,
+                    n_threads=options.num_thread or default_threads(),
+                    use_gpu=n_gpu != 0,
+                )
+            except BaseException:
+                self.llm.close()
+                raise
 
     @property
     def context_length(self) -> int:
@@ -97,13 +116,26 @@ class LlamaModel:
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
-    def generate(self, prompt: list[int], sampling: Sampling) -> LlamaGeneration:
+    def media_prompt(self, text: str, images: list[bytes], *, add_bos: bool) -> MediaPrompt:
+        """Tokens and image embeddings for a prompt with images (see ``engine/vision.py``)."""
+        if self.projector is None:
+            raise Unsupported("image input is not supported by this model")
+        return self.projector.prompt(text, images, add_bos=add_bos)
+
+    def generate(
+        self, prompt: list[int], sampling: Sampling, *, media: Media | None = None
+    ) -> LlamaGeneration:
         if len(prompt) >= self.context_length:
             raise InvalidRequest(
                 f"the input length ({len(prompt)} tokens) exceeds the context length "
                 f"({self.context_length})"
             )
-        return LlamaGeneration(self, prompt, sampling)
+        if media is not None and media.spans:
+            if self.projector is None:
+                raise Unsupported("image input is not supported by this model")
+            if media.spans[-1].end >= len(prompt):
+                raise InvalidRequest("the prompt must not end with an image")
+        return LlamaGeneration(self, prompt, sampling, media)
 
     async def embed(self, texts: list[str], *, truncate: bool = True) -> Embeddings:
         def run() -> Embeddings:
@@ -118,14 +150,19 @@ class LlamaModel:
 
     def close(self) -> None:
         with self._lock:
+            if self.projector is not None:
+                self.projector.close()
             self.llm.close()
 
 
 class LlamaGeneration:
-    def __init__(self, model: LlamaModel, prompt: list[int], sampling: Sampling) -> None:
+    def __init__(
+        self, model: LlamaModel, prompt: list[int], sampling: Sampling, media: Media | None = None
+    ) -> None:
         self.model = model
         self.prompt = prompt
         self.sampling = sampling
+        self.media = media
         self.stats = GenerationStats(prompt_tokens=len(prompt))
         self._cancel = threading.Event()
 
@@ -176,6 +213,8 @@ class LlamaGeneration:
         self.stats.done_reason = "length"
         if limit <= 0:
             return
+        if self.media is not None and self.media.spans:
+            self._prefill_images(self.media)
         tokens = llm.generate(
             self.prompt,
             top_k=s.top_k,
@@ -213,6 +252,34 @@ class LlamaGeneration:
             with contextlib.suppress(Exception):
                 tokens.close()
             self.stats.eval_ns = time.perf_counter_ns() - (first or start)
+
+    def _prefill_images(self, media: Media) -> None:
+        """Evaluate the prompt up to the end of its last image: text through ``Llama.eval``,
+        each image as an embedding batch, placeholders recorded as its tokens, so that
+        ``Llama.generate`` then finds this prefix cached and evaluates only the rest."""
+        llm = self.model.llm
+        prompt = self.prompt
+        keep = media.align(min(_common_prefix(list(llm._input_ids), prompt), len(prompt) - 1))
+        if not llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            keep = 0
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llm.n_tokens = keep
+        end = media.spans[-1].end
+        batch = EmbdBatch(llm.n_batch, llm.n_embd())
+        pos = keep
+        while pos < end:
+            span = media.span_at(pos)
+            if span is None:
+                stop = media.text_end(pos, end)
+                llm.eval(prompt[pos:stop])
+                pos = stop
+                continue
+            rc, _ = decode_span(llm._ctx.ctx, batch, span, 0, logits_last=False)
+            if rc != 0:
+                llm.n_tokens = pos
+                raise ModelRunnerError(f"llama_decode failed ({rc})")
+            llm.input_ids[pos : span.end] = prompt[pos : span.end]
+            pos = llm.n_tokens = span.end
 
     def _logprobs(self, token: int) -> tuple[float, list[tuple[str, float]]]:
         llm = self.model.llm
