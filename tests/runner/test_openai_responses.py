@@ -270,6 +270,14 @@ def test_previous_response_id_continues_the_conversation(scripted: Scripted) -> 
     rest = client.responses.input_items.list(third.id, order="asc", after=page.data[-1].id)
     assert [i.id for i in rest.data] == [i.id for i in items.data[2:]] and not rest.has_more
 
+    # An item_reference names any stored input or output item by id.
+    reference: Any = [
+        {"type": "item_reference", "id": first.output[0].id},
+        {"role": "user", "content": "Ok"},
+    ]
+    client.responses.create(model="agent", input=reference, store=False)
+    assert scripted.prompt == "<assistant>Hello there.\n<user>Ok\n"
+
 
 def test_retrieve_and_delete(scripted: Scripted) -> None:
     created = scripted.client.responses.create(model="agent", input="Hi")
@@ -435,6 +443,11 @@ def test_dmr_paths_share_the_store(scripted: Scripted) -> None:
         ({"model": "agent", "input": "Hi", "max_output_tokens": 0}, "max_output_tokens"),
         ({"model": "agent", "input": "Hi", "temperature": "hot"}, "temperature"),
         ({"model": "agent", "input": "Hi", "stream": "yes"}, "stream"),
+        ({"model": "agent", "input": [{"role": "user", "content": [
+            {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]},
+         "image URLs are not currently supported"),
+        ({"model": "agent", "input": [{"role": "user", "content": [
+            {"type": "input_image", "file_id": "file_1"}]}]}, "file_id is not supported"),
     ],
 )  # fmt: skip
 def test_bad_input_is_400_and_changes_nothing(
@@ -495,6 +508,61 @@ def test_json_schema_format_with_a_real_model(http: httpx.Client, tiny_gguf: Pat
     ) as stream:
         final = stream.get_final_response()
     jsonschema.validate(json.loads(final.output_text), schema)
+
+
+@pytest.mark.slow
+def test_gemma_conversation(gemma_runner: LiveServer) -> None:
+    """The real model: a streamed answer, then a follow-up whose prompt holds the first turn."""
+    client = openai.OpenAI(base_url=f"{gemma_runner.url}/v1", api_key="unused", max_retries=0)
+    events = list(
+        client.responses.create(
+            model="gemma3:270m", input="Name a color.", max_output_tokens=8, temperature=0,
+            stream=True,
+        )
+    )  # fmt: skip
+    last = events[-1]
+    assert last.type in ("response.completed", "response.incomplete")
+    first = last.response
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert first.output_text and "".join(deltas) == first.output_text
+    assert first.usage is not None and 0 < first.usage.output_tokens <= 8
+    second = client.responses.create(
+        model="gemma3:270m", input="Another one?", previous_response_id=first.id,
+        max_output_tokens=8, temperature=0,
+    )  # fmt: skip
+    assert second.status in ("completed", "incomplete") and second.output_text
+    assert second.usage is not None
+    # The follow-up's prompt replays the first question and answer.
+    assert second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+
+def test_stream_renderer_failure_and_whitespace() -> None:
+    from modelrunner.api.openai.responses_convert import ResponseHead
+    from modelrunner.api.openai.responses_schemas import ResponsesRequest
+    from modelrunner.api.openai.responses_stream import ResponseStream
+    from modelrunner.core.textstream import ToolCall
+    from modelrunner.core.types import Chunk
+
+    renderer = ResponseStream(ResponseHead(ResponsesRequest(model="m")))
+    renderer.start()
+    # Whitespace before a tool call opens no message item.
+    assert renderer.feed(Chunk(content="\n ")) == []
+    renderer.feed(Chunk(tool_calls=[ToolCall("f", {"a": 1}, id="call_1")]))
+    events = renderer.feed(Chunk(done=True, done_reason="stop"))
+    assert renderer.response is not None
+    assert [i["type"] for i in renderer.response["output"]] == ["function_call"]
+    assert events[-1]["type"] == "response.completed"
+
+    broken = ResponseStream(ResponseHead(ResponsesRequest(model="m")))
+    broken.start()
+    broken.feed(Chunk(content="Hal"))
+    failed = broken.fail("engine crashed")
+    assert failed["type"] == "response.failed" and failed["sequence_number"] == 5
+    assert failed["response"]["status"] == "failed" and failed["response"]["usage"] is None
+    assert failed["response"]["error"] == {"code": "server_error", "message": "engine crashed"}
 
 
 # -- the store -------------------------------------------------------------------------------------
