@@ -1,4 +1,4 @@
-"""kopf registrations only: each handler is a few lines over reconcile.py."""
+"""kopf registrations only: each handler is a few lines over reconcile.py and runners.py."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import kopf
 
 from modeloperator import GROUP, VERSION
 from modeloperator.kube import Kube, api_client
-from modeloperator.reconcile import Context, reconcile_model, reconcile_runner, remove_model
+from modeloperator.reconcile import Context, reconcile_model, remove_model
+from modeloperator.resources import LABEL_MANAGED, MANAGER
+from modeloperator.runners import reconcile_runner, refresh_runner, runner_of_pod
 from modeloperator.settings import OperatorSettings
 
 
@@ -81,6 +83,16 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         async with state.locks[body["metadata"]["uid"]]:
             status = await reconcile_runner(state.ctx, dict(body))
         patch.status.update(status)
+
+    # A runner pod changed (created, containers ready, deleted): reconcile its ModelRunner now,
+    # so a new replica gets its models and its models-ready gate without waiting for the timer.
+    @kopf.on.event("v1", "pods", labels={LABEL_MANAGED: MANAGER}, registry=registry)
+    async def runner_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        state: State = memo["state"]
+        runner = await runner_of_pod(state.ctx, dict(body))
+        if runner is not None:
+            async with state.locks[runner["metadata"]["uid"]]:
+                await refresh_runner(state.ctx, runner)
 
 
 def configure(settings: kopf.OperatorSettings) -> None:

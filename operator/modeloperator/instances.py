@@ -1,10 +1,12 @@
-"""Where a ModelRunner's models live: each ready pod, or the external server."""
+"""Where a ModelRunner's models live: each pod whose containers are ready, or the external
+server."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from modeloperator.gate import is_open
 from modeloperator.kube import Kube
 from modeloperator.resources import OLLAMA_PORT, selector
 from modeloperator.settings import OperatorSettings
@@ -15,28 +17,34 @@ class Instance:
     runner: str
     name: str
     url: str
+    # Takes traffic: the operator opened the pod's models-ready gate (always, for external).
+    serving: bool = True
+    pod: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
-def pod_is_ready(pod: dict[str, Any]) -> bool:
+def containers_ready(pod: dict[str, Any]) -> bool:
+    """``ContainersReady``, not ``Ready``: Ready waits for the models-ready gate, which the
+    operator opens only after it has put the models on the pod."""
     conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return any(c.get("type") == "ContainersReady" and c.get("status") == "True" for c in conditions)
 
 
 def pod_instances(
     runner: str, namespace: str, pods: list[dict[str, Any]], overrides: dict[str, str]
 ) -> list[Instance]:
-    """Ready pods, addressed by pod IP unless ``overrides`` maps ``<namespace>/<pod>`` to a URL."""
+    """Pods with ready containers, addressed by pod IP unless ``overrides`` maps
+    ``<namespace>/<pod>`` to a URL."""
     out = []
     for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
         name = pod["metadata"]["name"]
-        if (pod.get("metadata") or {}).get("deletionTimestamp") or not pod_is_ready(pod):
+        if (pod.get("metadata") or {}).get("deletionTimestamp") or not containers_ready(pod):
             continue
         url = overrides.get(f"{namespace}/{name}")
         ip = (pod.get("status") or {}).get("podIP")
         if url is None and ip:
             url = f"http://{ip}:{OLLAMA_PORT}"
         if url:
-            out.append(Instance(runner, name, url))
+            out.append(Instance(runner, name, url, is_open(pod), pod))
     return out
 
 

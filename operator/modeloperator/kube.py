@@ -118,6 +118,20 @@ class Kube:
             if exc.status != 404:  # the object is gone: nothing left to report on
                 raise
 
+    async def patch_pod_condition(
+        self, name: str, namespace: str, condition: dict[str, Any]
+    ) -> None:
+        """Set one condition on a pod's status (a strategic merge keyed by type: the kubelet's
+        own conditions stay as they are)."""
+        api = client.CoreV1Api(self.api)
+        body = {"status": {"conditions": [condition]}}
+        try:
+            # A dict body goes as a strategic merge patch (the client's choice for PATCH).
+            await api.patch_namespaced_pod_status(name, namespace, body)
+        except ApiException as exc:
+            if exc.status != 404:  # the pod is gone: its successor gets its own condition
+                raise
+
     async def secret(self, name: str, namespace: str) -> dict[str, Any] | None:
         """A Secret by name (None if absent); KubeError when the operator may not read it."""
         try:

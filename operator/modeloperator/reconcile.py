@@ -1,5 +1,6 @@
-"""Observe -> plan -> execute for Models and ModelRunners. Handlers call these; planning is pure
-(plan.py, resources.py); the I/O is the runner API (runnerclient.py) and Kubernetes (kube.py)."""
+"""Observe -> plan -> execute for Models (ModelRunners: runners.py). Handlers call these; planning
+is pure (plan.py, resources.py); the I/O is the runner API (runnerclient.py) and Kubernetes
+(kube.py)."""
 
 from __future__ import annotations
 
@@ -27,14 +28,7 @@ from modeloperator.plan import (
     tag_index,
 )
 from modeloperator.refs import canonical
-from modeloperator.resources import (
-    endpoint,
-    external_objects,
-    headless_service,
-    service,
-    statefulset,
-)
-from modeloperator.runnerclient import RunnerClient, RunnerError, Unreachable
+from modeloperator.runnerclient import Progress, RunnerClient, RunnerError, Unreachable
 from modeloperator.settings import OperatorSettings
 
 
@@ -113,7 +107,7 @@ class ProgressReporter:
 
 
 async def execute(
-    client: RunnerClient, action: Action, progress: ProgressReporter, auth: str | None = None
+    client: RunnerClient, action: Action, progress: Progress, auth: str | None = None
 ) -> None:
     if isinstance(action, Pull):
         if action.docker:
@@ -148,7 +142,7 @@ async def converge_instance(
     instance: Instance,
     view: ModelView,
     needed: set[str],
-    progress: ProgressReporter,
+    progress: Progress,
     auth: str | None = None,
 ) -> InstanceResult:
     settings = ctx.settings
@@ -270,72 +264,3 @@ async def remove_model(ctx: Context, body: dict[str, Any]) -> list[InstanceResul
         except RunnerError as exc:
             results.append(InstanceResult(instance, "Failed", exc.message))
     return results
-
-
-# -- ModelRunners ---------------------------------------------------------------------------
-
-
-def unschedulable_reason(pods: list[dict[str, Any]]) -> str | None:
-    for pod in pods:
-        for cond in (pod.get("status") or {}).get("conditions") or []:
-            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                return str(cond.get("message") or cond.get("reason") or "Unschedulable")
-    return None
-
-
-async def reconcile_runner(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
-    meta, spec = body["metadata"], body.get("spec") or {}
-    name, namespace = meta["name"], meta["namespace"]
-    generation = int(meta.get("generation") or 0)
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "endpoint": endpoint(name, namespace),
-    }
-    if spec.get("external"):
-        for obj in external_objects(name, namespace, spec["external"]["url"]):
-            await ctx.kube.apply(obj, body)
-        instance = Instance(name, "external", spec["external"]["url"])
-        client = RunnerClient(instance.url, ctx.settings.request_timeout)
-        try:
-            await client.tags()
-            up = True
-            message = f"external server {instance.url} answers"
-        except RunnerError as exc:
-            up, message = False, exc.message
-        status.update(replicas=1, readyReplicas=1 if up else 0,
-                      instances=[{"name": "external", "url": instance.url, "ready": up}])  # fmt: skip
-        reason = "Ready" if up else "RunnerUnreachable"
-        status["conditions"] = conditions.merge(
-            (body.get("status") or {}).get("conditions"),
-            conditions.summary(up, not up, False, reason, message, generation),
-        )
-        return status
-    await ctx.kube.apply(headless_service(name, namespace), body)
-    await ctx.kube.apply(service(name, namespace), body)
-    sts = await ctx.kube.apply(statefulset(name, namespace, spec, ctx.settings.runner_image), body)
-    sts_status = sts.get("status") or {}
-    labels = ",".join(f"{k}={v}" for k, v in sts["spec"]["selector"]["matchLabels"].items())
-    pods = await ctx.kube.list_objects("v1", "Pod", namespace, labels)
-    instances = await resolve(ctx.kube, ctx.settings, body)
-    want = int(spec.get("replicas", 1))
-    ready_count = len(instances)
-    status.update(
-        replicas=int(sts_status.get("replicas") or len(pods)),
-        readyReplicas=ready_count,
-        instances=[{"name": i.name, "url": i.url, "ready": True} for i in instances],
-    )
-    blocked = unschedulable_reason(pods)
-    if blocked and ready_count < want:
-        ready, reconciling, stalled = False, False, True
-        reason, message = "Unschedulable", blocked
-    elif ready_count >= want:
-        ready, reconciling, stalled = True, False, False
-        reason, message = "Ready", f"{ready_count}/{want} runner pods ready"
-    else:
-        ready, reconciling, stalled = False, True, False
-        reason, message = "Progressing", f"{ready_count}/{want} runner pods ready"
-    status["conditions"] = conditions.merge(
-        (body.get("status") or {}).get("conditions"),
-        conditions.summary(ready, reconciling, stalled, reason, message, generation),
-    )
-    return status

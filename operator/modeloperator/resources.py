@@ -16,6 +16,17 @@ LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 MANAGER = "modeloperator"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# The pod condition the operator sets once the pod holds its models (instances.py, gate.py):
+# the pod is Ready, and in the Service's endpoints, only when it is True.
+MODELS_READY = "modelrunner.io/models-ready"
+# Requests when the ModelRunner names neither a request nor a limit for CPU or memory: enough
+# for a small model on CPU, and a real request so the scheduler does not stack runners.
+DEFAULT_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+# SIGTERM comes after the preStop sleep, once endpoints no longer list the pod; the runner then
+# finishes in-flight streams for up to MODEL_RUNNER_SHUTDOWN_TIMEOUT (30 s by default), so the
+# grace period covers both with room for the process to exit.
+PRESTOP_SLEEP_SECONDS = 5
+TERMINATION_GRACE_SECONDS = 60
 
 
 def labels(name: str) -> dict[str, str]:
@@ -101,15 +112,27 @@ def _gpu(spec: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]], di
     return limits, tolerations, node_selector
 
 
+def _resources(given: dict[str, Any], gpu_limits: dict[str, Any]) -> dict[str, Any]:
+    """The user's requests and limits, GPU limits added, and DEFAULT_REQUESTS for CPU or memory
+    the user left unset (a limit alone counts as set: Kubernetes then requests the limit)."""
+    resources: dict[str, Any] = json.loads(json.dumps(given))
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    for key, value in DEFAULT_REQUESTS.items():
+        if key not in requests and key not in limits:
+            requests[key] = value
+    resources["requests"] = requests
+    if gpu_limits:
+        resources["limits"] = {**limits, **gpu_limits}
+    return resources
+
+
 def statefulset(
     name: str, namespace: str, spec: dict[str, Any], default_image: str
 ) -> dict[str, Any]:
     gpu_limits, gpu_tolerations, gpu_selector = _gpu(spec)
-    resources = json.loads(json.dumps(spec.get("resources") or {}))
-    if gpu_limits:
-        resources.setdefault("limits", {}).update(gpu_limits)
+    resources = _resources(spec.get("resources") or {}, gpu_limits)
     storage = spec.get("storage") or {}
-    probe = {"httpGet": {"path": "/api/version", "port": "ollama"}}
+    probe = {"httpGet": {"path": "/api/version", "port": "ollama"}, "timeoutSeconds": 5}
     container: dict[str, Any] = {
         "name": "runner",
         "image": spec.get("image") or default_image,
@@ -121,14 +144,19 @@ def statefulset(
         "env": _engine_env(spec.get("engine") or {}),
         "resources": resources,
         "volumeMounts": [{"name": "models", "mountPath": STORE_PATH}],
-        "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 150},
+        # Startup: up to 10 minutes to open the store (a cold start on a slow volume); models
+        # load on first use, not at startup. Readiness: /api/version, which touches no model.
+        "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 300},
         "readinessProbe": {**probe, "periodSeconds": 5, "failureThreshold": 3},
+        # Liveness asks the event loop only (generations run off it), and only after two
+        # minutes of silence, so a pod busy with long generations is never killed for it.
         "livenessProbe": {
             "httpGet": {"path": "/", "port": "ollama"},
             "periodSeconds": 10,
-            "timeoutSeconds": 5,
-            "failureThreshold": 6,
+            "timeoutSeconds": 10,
+            "failureThreshold": 12,
         },
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "runAsNonRoot": True,
@@ -139,7 +167,17 @@ def statefulset(
         container["imagePullPolicy"] = spec["imagePullPolicy"]
     pod_spec: dict[str, Any] = {
         "containers": [container],
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000},
+        # fsGroup: the store volume is group-writable by the runner's uid 1000 on any volume
+        # type; OnRootMismatch skips the recursive chown of a large store on every restart.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "runAsGroup": 1000,
+            "fsGroup": 1000,
+            "fsGroupChangePolicy": "OnRootMismatch",
+        },
+        "readinessGates": [{"conditionType": MODELS_READY}],
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
     }
     node_selector = {**(spec.get("nodeSelector") or {}), **gpu_selector}
     if node_selector:

@@ -226,7 +226,8 @@ def test_install_creates_the_operator_objects_with_least_privilege(
         ("update", "modelrunners.modelrunner.io/finalizers"),
         ("create", "statefulsets.apps"), ("patch", "statefulsets.apps"),
         ("patch", "services"), ("create", "endpointslices.discovery.k8s.io"),
-        ("list", "pods"), ("watch", "pods"), ("create", "events"), ("get", "secrets"),
+        ("list", "pods"), ("watch", "pods"), ("patch", "pods/status"), ("create", "events"),
+        ("get", "secrets"),
     ]  # fmt: skip
     for verb, resource in allowed:
         assert can(verb, resource), f"{account} cannot {verb} {resource}"

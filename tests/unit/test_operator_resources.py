@@ -5,8 +5,16 @@ from __future__ import annotations
 from modeloperator.conditions import merge, summary
 from modeloperator.instances import Instance, pod_instances
 from modeloperator.plan import ModelView
-from modeloperator.reconcile import InstanceResult, model_status, unschedulable_reason
-from modeloperator.resources import external_objects, headless_service, service, statefulset
+from modeloperator.reconcile import InstanceResult, model_status
+from modeloperator.resources import (
+    DEFAULT_REQUESTS,
+    MODELS_READY,
+    external_objects,
+    headless_service,
+    service,
+    statefulset,
+)
+from modeloperator.runners import unschedulable_reason
 
 
 def test_service_ports_and_selector() -> None:
@@ -88,17 +96,23 @@ def test_external_by_ip_and_by_host() -> None:
     }
 
 
-def test_only_ready_pods_are_instances_and_overrides_win() -> None:
-    ready = {"type": "Ready", "status": "True"}
+def test_pods_with_ready_containers_are_instances_and_overrides_win() -> None:
+    containers = {"type": "ContainersReady", "status": "True"}
+    opened = {"type": MODELS_READY, "status": "True", "reason": "ModelsPresent"}
     pods = [
-        {"metadata": {"name": "r-1"}, "status": {"podIP": "10.0.0.2", "conditions": [ready]}},
-        {"metadata": {"name": "r-0"}, "status": {"podIP": "10.0.0.1", "conditions": [ready]}},
-        {"metadata": {"name": "r-2"}, "status": {"conditions": []}},
-    ]
+        {"metadata": {"name": "r-1"}, "status": {"podIP": "10.0.0.2", "conditions": [containers]}},
+        {"metadata": {"name": "r-0"},
+         "status": {"podIP": "10.0.0.1", "conditions": [containers, opened]}},
+        # Ready without ready containers never happens with a kubelet; Ready alone is not enough.
+        {"metadata": {"name": "r-2"},
+         "status": {"podIP": "10.0.0.3", "conditions": [{"type": "Ready", "status": "True"}]}},
+        {"metadata": {"name": "r-3", "deletionTimestamp": "2026-01-01T00:00:00Z"},
+         "status": {"podIP": "10.0.0.4", "conditions": [containers, opened]}},
+    ]  # fmt: skip
     found = pod_instances("r", "ns", pods, {"ns/r-1": "http://127.0.0.1:9"})
     assert found == [
-        Instance("r", "r-0", "http://10.0.0.1:11434"),
-        Instance("r", "r-1", "http://127.0.0.1:9"),
+        Instance("r", "r-0", "http://10.0.0.1:11434", serving=True),
+        Instance("r", "r-1", "http://127.0.0.1:9", serving=False),
     ]
 
 
@@ -143,3 +157,43 @@ def test_model_status_states() -> None:
 def test_loopback_servers_get_no_endpoint_slice() -> None:
     (svc,) = external_objects("ext", "ns", "http://127.0.0.1:11434")
     assert svc["kind"] == "Service"
+
+
+def test_runner_pod_is_fit_for_a_real_kubelet() -> None:
+    sts = statefulset("r", "ns", {}, "img")
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["readinessGates"] == [{"conditionType": "modelrunner.io/models-ready"}]
+    assert pod["securityContext"]["runAsUser"] == 1000 and pod["securityContext"]["fsGroup"] == 1000
+    # preStop sleep (endpoints drop the pod), then up to 30 s of draining inside the grace period.
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert pod["terminationGracePeriodSeconds"] >= 5 + 30 + 10
+    startup, ready, live = (
+        container[k] for k in ("startupProbe", "readinessProbe", "livenessProbe")
+    )
+    assert (
+        ready["httpGet"]["path"] == "/api/version" and startup["httpGet"]["path"] == "/api/version"
+    )
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    assert live["periodSeconds"] * live["failureThreshold"] >= 120 and live["timeoutSeconds"] >= 5
+    assert container["resources"] == {"requests": DEFAULT_REQUESTS}
+
+
+def test_user_resources_win_over_default_requests() -> None:
+    def resources(given: dict[str, object], gpus: int = 0) -> dict[str, object]:
+        spec = {"resources": given, "gpu": {"count": gpus}}
+        container = statefulset("r", "ns", spec, "img")["spec"]["template"]["spec"]["containers"][0]
+        result: dict[str, object] = container["resources"]
+        return result
+
+    assert resources({"requests": {"cpu": "4"}}) == {
+        "requests": {"cpu": "4", "memory": DEFAULT_REQUESTS["memory"]}
+    }
+    # A limit alone means "request the limit" to Kubernetes: no default request below it.
+    assert resources({"limits": {"memory": "512Mi"}}, gpus=1) == {
+        "requests": {"cpu": DEFAULT_REQUESTS["cpu"]},
+        "limits": {"memory": "512Mi", "nvidia.com/gpu": 1},
+    }
+    given = {"requests": {"cpu": "1"}}
+    resources(given)
+    assert given == {"requests": {"cpu": "1"}}  # the ModelRunner's spec is not modified

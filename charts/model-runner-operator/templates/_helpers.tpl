@@ -81,6 +81,10 @@ app.kubernetes.io/part-of: {{ include "mro.name" . }}
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
+# The runner pods' modelrunner.io/models-ready readiness gate condition.
+- apiGroups: [""]
+  resources: [pods/status]
+  verbs: [patch]
 # Events on Models and ModelRunners (phase changes, delete retries, handler errors).
 - apiGroups: [""]
   resources: [events]
