@@ -35,7 +35,7 @@ HOST=127.0.0.1
 # The real node's view of the API server: the host end of its link (hack/node/lib.sh).
 NODE_LINK_HOST_IP=10.250.0.1
 # The real node needs root (network namespace, containerd, kubelet); without root it is left out.
-REAL_NODE=${MODELRUNNER_REAL_NODE:-$([[ $(id -u) == 0 ]] && echo 1 || echo 0)}
+REAL_NODE=${MODELRUNNER_REAL_NODE:-0}  # TEMP: opt-in while the node is brought up
 NODE_SCRIPT=$HACK_DIR/node/node.sh
 
 SERVICE_CIDR=10.96.0.0/16
@@ -489,7 +489,7 @@ cmd_env() {
   echo "export KUBECONFIG=$CLUSTER_DIR/kubeconfig"
   echo "export PATH=$CLUSTER_DIR/bin:\$PATH"
   if [[ $REAL_NODE == 1 ]]; then
-    echo "export $(MODELRUNNER_CLUSTER_DIR=$CLUSTER_DIR "$NODE_SCRIPT" env)"
+    MODELRUNNER_CLUSTER_DIR=$CLUSTER_DIR "$NODE_SCRIPT" env | sed 's/^/export /'
   fi
 }
 

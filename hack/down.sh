@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make down: stop what `make up` started: the operator, the runner, then the local cluster.
+# make down: stop what `make up` started: the local cluster with its real node (the operator and
+# the runner are pods on it), and a seeding runner if `make up` was interrupted while it ran.
 #
 # The cluster is left running when pytest sessions still use it (their leases in
 # .cluster/run/sessions/), or with KEEP_CLUSTER=1.
@@ -17,8 +18,7 @@ die() { log "ERROR: $*"; exit 1; }
 # shellcheck source=hack/lib-up.sh
 source "$ROOT/hack/lib-up.sh"
 
-stop_process operator
-stop_process runner
+stop_process seed
 
 sessions=()
 if [[ -d $CLUSTER_DIR/run/sessions ]]; then

@@ -17,7 +17,7 @@ process_pid() {
   pid=$(<"$file")
   [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 1
   case $name in
-    runner) program=modelrunner;;
+    runner|seed) program=modelrunner;;
     operator) program=modeloperator;;
   esac
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$program" || return 1

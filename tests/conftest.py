@@ -15,7 +15,7 @@ from modelrunner.settings import Settings
 from tests.support.server import LiveServer
 from tests.support.tiny_model import write_tiny_gguf
 
-pytest_plugins = ["tests.support.cluster", "tests.support.registry"]
+pytest_plugins = ["tests.support.cluster", "tests.support.node", "tests.support.registry"]
 
 
 @pytest.fixture(scope="session")

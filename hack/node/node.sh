@@ -4,7 +4,7 @@
 #   hack/node/node.sh up       network, registry, containerd, kubelet, kube-proxy, CoreDNS, storage
 #   hack/node/node.sh down     stop all of it; leave no process, mount, interface or namespace
 #   hack/node/node.sh status   exit 1 unless every part runs and the node is Ready
-#   hack/node/node.sh env      print MODELRUNNER_REGISTRY=...
+#   hack/node/node.sh env      print MODELRUNNER_REGISTRY=..., the node's name and namespace
 #
 # Needs root, Debian's containerd, runc, containernetworking-plugins, iptables, docker-registry, and
 # the control plane up (hack/cluster.sh up does both in order).
@@ -82,6 +82,7 @@ case ${1:-} in
   up) up;;
   down) down;;
   status) status;;
-  env) echo "MODELRUNNER_REGISTRY=$REGISTRY";;
+  env) printf 'MODELRUNNER_REGISTRY=%s\nMODELRUNNER_NODE_NAME=%s\nMODELRUNNER_NODE_NETNS=%s\n' \
+         "$REGISTRY" "$NODE_NAME" "$NETNS";;
   *) echo "usage: $0 up|down|status|env" >&2; exit 2;;
 esac
