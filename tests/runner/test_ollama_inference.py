@@ -170,7 +170,7 @@ def test_logprobs(api: httpx.Client) -> None:
             "/api/generate",
             {"prompt": "x", "images": ["aGk="]},
             400,
-            '"gemma3:270m" does not support images',
+            "Multimodal data provided, but model does not support multimodal requests.",
         ),
         (
             "/api/generate",
