@@ -8,13 +8,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
+import re
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+import modelrunner
 from tests.conftest import upload_and_create
+from tests.support.server import LiveServer
 
 TOKENIZE_PREFIXES = ("", "/engines", "/engines/llama.cpp", "/exp/vDD4.40/engines")
 
@@ -187,3 +193,90 @@ def test_export_round_trip_purge_and_short_ids(http: httpx.Client, tiny: str) ->
     assert short_tag.status_code == 201
     removed = http.delete(f"/models/{short}").json()
     assert removed == [{"Untagged": "docker.io/ai/back:latest"}, {"Deleted": model["id"]}]
+
+
+# -- version / logs / requests ------------------------------------------------------------------
+
+
+def test_version(http: httpx.Client) -> None:
+    response = http.get("/version")
+    assert response.status_code == 200
+    assert response.json() == {"version": modelrunner.__version__}
+
+
+def test_logs_plain_no_engines_and_follow(
+    http: httpx.Client, runner: LiveServer, tiny_gguf: Path
+) -> None:
+    archive, model_id = dmr_archive(tiny_gguf)
+    assert http.post("/models/load", content=archive).status_code == 200
+    logging.getLogger("modelrunner.engine.test").warning("engine line for the test")
+    text = http.get("/logs").text
+    assert re.search(
+        rf"^\[\d{{4}}-\d\d-\d\dT[\d:.]+Z\] INFO .*: loaded model {model_id}$", text, re.M
+    )
+    assert "engine line for the test" in text
+    assert "engine line for the test" not in http.get("/logs?no-engines=true").text
+    assert http.get("/logs?follow=maybe").status_code == 400
+
+    def late() -> None:
+        time.sleep(0.5)
+        logging.getLogger("modelrunner.test").warning("a line written later")
+
+    threading.Thread(target=late).start()
+    seen = ""
+    with httpx.stream("GET", f"{runner.url}/logs?follow=1", timeout=10) as stream:
+        for chunk in stream.iter_text():
+            seen += chunk
+            if "a line written later" in seen:
+                break
+    assert "loaded model" in seen and "a line written later" in seen
+
+
+def test_requests_are_recorded(http: httpx.Client, runner: LiveServer, tiny: str) -> None:
+    assert http.get("/engines/requests").json() == []
+    chat = {"model": tiny, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    headers = {"User-Agent": "docker-model-cli/test", "X-Request-Origin": "ollama/completion"}
+    assert http.post("/engines/v1/chat/completions", json=chat, headers=headers).status_code == 200
+    streamed = http.post("/v1/chat/completions", json=chat | {"stream": True})
+    assert streamed.status_code == 200
+    assert (
+        http.post("/engines/v1/chat/completions", json=chat | {"model": "ai/none"}).status_code
+        == 404
+    )
+    (entry,) = [e for e in http.get("/engines/requests").json() if e["model"].startswith("sha256:")]
+    model_id = http.get(f"/models/{tiny}").json()["id"]
+    assert entry["model"] == model_id and entry["count"] == 2 and entry["config"] == {}
+    first, second = entry["records"]
+    assert first["id"].startswith(model_id + "_") and first["model"] == tiny
+    assert first["method"] == "POST" and first["url"] == "/engines/v1/chat/completions"
+    assert json.loads(first["request"]) == chat
+    assert first["status_code"] == 200 and isinstance(first["timestamp"], int)
+    assert first["user_agent"] == "docker-model-cli/test"
+    assert first["origin"] == "ollama/completion"
+    assert json.loads(first["response"])["object"] == "chat.completion"
+    merged = json.loads(second["response"])  # the stream, merged into one completion
+    assert merged["object"] == "chat.completion"
+    assert merged["choices"][0]["message"]["role"] == "assistant"
+    assert "error" not in second
+    # a request for a model that does not exist is kept under the name it used
+    (missing,) = http.get("/engines/requests", params={"model": "ai/none"}).json()
+    assert missing["records"][0]["status_code"] == 404 and "error" in missing["records"][0]
+    by_name = http.get("/engines/requests", params={"model": tiny}).json()
+    assert by_name == [entry]
+
+    events: list[str] = []
+    url = f"{runner.url}/engines/requests?include_existing=true&model={tiny}"
+    with httpx.stream("GET", url, headers={"Accept": "text/event-stream"}, timeout=10) as s:
+        lines = s.iter_lines()
+        for line in lines:
+            events.append(line)
+            if line.startswith("event: connected"):
+                break
+        http.post("/engines/v1/chat/completions", json=chat)
+        for line in lines:
+            events.append(line)
+            if line.startswith("data: [") and "new_request" in events[-2]:
+                break
+    assert events.count("event: existing_request") == 2
+    (new,) = json.loads(events[-1].removeprefix("data: "))
+    assert new["count"] == 1 and new["model"] == tiny and new["records"][0]["status_code"] == 200

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -26,6 +27,7 @@ from modelrunner.store.archive import archive_chunks, read_archive
 from modelrunner.store.models import ModelStore
 
 router = APIRouter(route_class=DMRRoute)
+log = logging.getLogger(__name__)
 
 
 class RequestReader(io.RawIOBase):
@@ -76,10 +78,11 @@ async def load(request: Request) -> Response:
     store = _store(request)
     reader = io.BufferedReader(RequestReader(request), buffer_size=1 << 20)
     try:
-        await anyio.to_thread.run_sync(read_archive, store, reader)
+        manifest = await anyio.to_thread.run_sync(read_archive, store, reader)
     except ModelRunnerError as exc:
         # DMR wraps every load failure in a 500 ``error while loading model: ...``
         raise ModelRunnerError(f"error while loading model: {exc.message}") from None
+    log.info("loaded model %s", manifest.digest)
     return Response(_progress("Model loaded successfully"), media_type="text/plain")
 
 
