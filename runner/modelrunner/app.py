@@ -18,15 +18,20 @@ from modelrunner.api import system
 from modelrunner.api.anthropic import routes as anthropic_routes
 from modelrunner.api.anthropic import wire as anthropic_wire
 from modelrunner.api.common import Services
+from modelrunner.api.dmr import archive as dmr_archive
 from modelrunner.api.dmr import engines as dmr_engines
+from modelrunner.api.dmr import llamaserver as dmr_llamaserver
 from modelrunner.api.dmr import models as dmr_models
 from modelrunner.api.dmr import registry as dmr_registry
+from modelrunner.api.dmr import requests as dmr_requests
+from modelrunner.api.dmr import service as dmr_service
 from modelrunner.api.ollama import inference as ollama_inference
 from modelrunner.api.ollama import models as ollama_models
 from modelrunner.api.ollama import registry as ollama_registry
 from modelrunner.api.openai import responses as openai_responses
 from modelrunner.api.openai import routes as openai_routes
 from modelrunner.core.inference import EngineDefaults, InferenceService
+from modelrunner.core.logbuffer import LogBuffer
 from modelrunner.core.models import ModelService
 from modelrunner.core.responses import ResponseStore
 from modelrunner.durations import parse_keep_alive
@@ -97,8 +102,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         extra={"inference": inference, "metrics": metrics, "responses": ResponseStore()},
     )
 
+    logs = svc.extra[dmr_service.LOGS_KEY] = LogBuffer()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        logs.install(settings.log_level)
         if settings.prune:
             store.prune()
         scheduler.start()
@@ -106,16 +114,21 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             yield
         finally:
             await scheduler.stop()
+            logs.uninstall()
 
     app = FastAPI(title="modelrunner", version=__version__, lifespan=lifespan)
     app.state.services = svc
     # Registry routers first: POST /models/create must win over /models/{name}/... patterns.
     app.include_router(ollama_registry.router)
     app.include_router(dmr_registry.router)
+    app.include_router(dmr_archive.router)
     app.include_router(ollama_models.router)
     app.include_router(ollama_inference.router)
     app.include_router(dmr_engines.router)
+    app.include_router(dmr_llamaserver.router)
     app.include_router(dmr_models.router)
+    app.include_router(dmr_requests.router)
+    app.include_router(dmr_service.router)
     app.include_router(openai_routes.router)
     app.include_router(anthropic_routes.router)
     app.include_router(openai_responses.router)
@@ -132,6 +145,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             return JSONResponse(body, status_code=exc.status_code)
         return PlainTextResponse(message, status_code=exc.status_code)
 
+    app.add_middleware(dmr_requests.RequestRecorder)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.origins,
