@@ -20,6 +20,7 @@ import pytest
 
 import modelrunner
 from tests.conftest import upload_and_create
+from tests.support.registry import Registry
 from tests.support.server import LiveServer
 
 TOKENIZE_PREFIXES = ("", "/engines", "/engines/llama.cpp", "/exp/vDD4.40/engines")
@@ -280,3 +281,60 @@ def test_requests_are_recorded(http: httpx.Client, runner: LiveServer, tiny: str
     assert events.count("event: existing_request") == 2
     (new,) = json.loads(events[-1].removeprefix("data: "))
     assert new["count"] == 1 and new["model"] == tiny and new["records"][0]["status_code"] == 200
+
+
+# -- push as a DMR artifact ------------------------------------------------------------------------
+
+
+@pytest.mark.registry
+def test_push_through_dmr_is_a_dmr_artifact(
+    http: httpx.Client, tiny_gguf: Path, registry: Registry
+) -> None:
+    upload_and_create(http, tiny_gguf, "tiny", parameters={"num_ctx": 256}, license="MIT text")
+    dmr_ref, ollama_ref = f"{registry.host}/ai/pushed:v1", f"{registry.host}/library/kept:v1"
+    for ref in (dmr_ref, ollama_ref):
+        repo, tag = ref.rsplit(":", 1)
+        assert http.post("/models/tiny/tag", params={"repo": repo, "tag": tag}).status_code == 201
+    pushed = http.post(f"/models/{dmr_ref}/push")
+    assert pushed.status_code == 200
+    assert json.loads(pushed.text.splitlines()[-1])["type"] == "success", pushed.text
+
+    manifest = registry.manifest("ai/pushed", "v1").json()
+    assert manifest["mediaType"] == "application/vnd.oci.image.manifest.v1+json"
+    assert manifest["config"]["mediaType"] == "application/vnd.docker.ai.model.config.v0.1+json"
+    kinds = [layer["mediaType"] for layer in manifest["layers"]]
+    assert kinds == ["application/vnd.docker.ai.gguf.v3", "application/vnd.docker.ai.license"]
+    gguf = manifest["layers"][0]
+    assert gguf["digest"] == sha256(tiny_gguf.read_bytes())
+    assert gguf["annotations"]["org.cncf.model.filepath"] == "model.gguf"
+    metadata = json.loads(gguf["annotations"]["org.cncf.model.file.metadata+json"])
+    assert metadata["size"] == tiny_gguf.stat().st_size
+    with registry.client() as client:
+        config = client.get(f"/v2/ai/pushed/blobs/{manifest['config']['digest']}").json()
+    assert config["config"]["format"] == "gguf" and config["config"]["context_size"] == 256
+    assert config["config"]["architecture"] == "llama"
+    assert config["rootfs"] == {
+        "type": "rootfs",
+        "diff_ids": [x["digest"] for x in manifest["layers"]],
+    }
+
+    # Ollama's push keeps Ollama's format
+    kept = http.post("/api/push", json={"model": ollama_ref, "insecure": True, "stream": False})
+    assert kept.status_code == 200, kept.text
+    ollama_manifest = registry.manifest("library/kept", "v1").json()
+    assert (
+        ollama_manifest["config"]["mediaType"] == "application/vnd.docker.container.image.v1+json"
+    )
+    assert "application/vnd.ollama.image.model" in [
+        x["mediaType"] for x in ollama_manifest["layers"]
+    ]
+
+    # and the DMR artifact pulls back through DMR, as a model that runs
+    assert http.delete(f"/models/{dmr_ref}").status_code == 200
+    pulled = http.post("/models/create", json={"from": dmr_ref})
+    assert json.loads(pulled.text.splitlines()[-1])["type"] == "success", pulled.text
+    model = http.get(f"/models/{dmr_ref}").json()
+    assert model["id"] == sha256(registry.manifest("ai/pushed", "v1").content)
+    assert model["config"]["context_size"] == 256
+    chat = {"model": dmr_ref, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    assert http.post("/engines/v1/chat/completions", json=chat).status_code == 200

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import anyio
 
+from modelrunner.core.dmr_artifact import docker_artifact
 from modelrunner.errors import InvalidRequest
 from modelrunner.names import Dialect, ModelName
 from modelrunner.registry.auth import Credentials, CredentialStore, lookup_in
@@ -219,6 +220,10 @@ class TransferService:
         scheme, rest = split_scheme(ref)
         name = self.store.resolve(rest, dialect)
         manifest, _ = await anyio.to_thread.run_sync(self.store.manifests.read, name)
+        if dialect is Dialect.DMR and not manifest.is_docker_model:
+            # DMR pushes DMR artifacts, whatever the model was stored as (Ollama's stays Ollama's).
+            record = await anyio.to_thread.run_sync(self.store.load, name)
+            manifest = await anyio.to_thread.run_sync(docker_artifact, self.store, record)
         target = endpoint(
             name,
             scheme,
