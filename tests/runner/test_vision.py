@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -225,3 +226,48 @@ def test_concurrent_image_requests_match_sequential_ones(ask: ollama.Client) -> 
     with ThreadPoolExecutor(len(images)) as pool:
         together = list(pool.map(answer, images))
     assert together == alone
+
+
+def test_anthropic_image_blocks(server: LiveServer) -> None:
+    client = anthropic.Anthropic(base_url=server.url, api_key="unused", max_retries=0)
+    block: Any = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": b64(NOISE)},
+    }
+
+    def ask(*blocks: Any) -> Any:
+        content = [*blocks, {"type": "text", "text": "hi"}]
+        return client.messages.create(
+            model="seer", max_tokens=6, messages=[{"role": "user", "content": content}],
+            extra_body={"temperature": 0},  # the SDK no longer has the parameter
+        )  # fmt: skip
+
+    def prompt_tokens(reply: Any) -> int:  # Anthropic counts cache reads apart
+        return int(reply.usage.input_tokens + (reply.usage.cache_read_input_tokens or 0))
+
+    text, seen = ask(), ask(block)
+    assert IMAGE_TOKENS <= prompt_tokens(seen) - prompt_tokens(text) <= IMAGE_TOKENS + 4
+    assert seen.content != text.content
+    bad = {**block, "source": {**block["source"], "data": b64(b"not an image")}}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        ask(bad)
+    body: Any = caught.value.body
+    assert body["type"] == "error"
+    assert body["error"] == {
+        "type": "invalid_request_error",
+        "message": "Failed to load image or audio file",
+    }
+
+
+def test_dmr_chat_completions_see_images(http: httpx.Client) -> None:
+    def ask(*parts: Any) -> Any:
+        content = [{"type": "text", "text": "hi"}, *parts]
+        body = {"model": "seer", "messages": [{"role": "user", "content": content}],
+                "temperature": 0, "max_tokens": 6, "seed": 1}  # fmt: skip
+        response = http.post("/engines/llama.cpp/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    url = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(RED)}"}}
+    grown = ask(url)["usage"]["prompt_tokens"] - ask()["usage"]["prompt_tokens"]
+    assert IMAGE_TOKENS <= grown <= IMAGE_TOKENS + 4
