@@ -271,3 +271,10 @@ def test_dmr_chat_completions_see_images(http: httpx.Client) -> None:
     url = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(RED)}"}}
     grown = ask(url)["usage"]["prompt_tokens"] - ask()["usage"]["prompt_tokens"]
     assert IMAGE_TOKENS <= grown <= IMAGE_TOKENS + 4
+
+
+def test_ps_counts_the_projector(ask: ollama.Client, tiny_gguf: Path) -> None:
+    ask.generate(model="seer", prompt="hi", options={"num_predict": 1})
+    loaded = {m.model: m.size for m in ask.ps().models}
+    projector = write_tiny_projector(tiny_gguf.parent / "ps-mmproj.gguf")
+    assert loaded["seer:latest"] == tiny_gguf.stat().st_size + projector.stat().st_size

@@ -201,7 +201,11 @@ class BatchedLlamaModel:
 
     @property
     def size_bytes(self) -> int:
-        return self.options.model_path.stat().st_size
+        """The weights' files (with the projector's, as Ollama counts a vision model)."""
+        projector = self.options.projector if self.projector is not None else None
+        return self.options.model_path.stat().st_size + (
+            projector.stat().st_size if projector is not None else 0
+        )
 
     @property
     def slots(self) -> int:

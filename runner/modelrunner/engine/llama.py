@@ -93,7 +93,11 @@ class LlamaModel:
 
     @property
     def size_bytes(self) -> int:
-        return os.path.getsize(self.options.model_path)
+        """The weights' files (with the projector's, as Ollama counts a vision model)."""
+        projector = self.options.projector if self.projector is not None else None
+        return os.path.getsize(self.options.model_path) + (
+            os.path.getsize(projector) if projector is not None else 0
+        )
 
     @property
     def slots(self) -> int:
