@@ -49,7 +49,14 @@ OLLAMA_CASES = [
     ("DELETE", "/api/delete", b"[]", 400, "JSON object"),
     ("POST", "/api/create", b'{"model": "x"}', 400, "neither 'from' or 'files' was specified"),
     ("POST", "/api/create", b'{"model": "../x", "from": "tiny"}', 400, "invalid model name"),
-    ("POST", "/api/create", b'{"model": "x", "from": "nope"}', 404, "not found"),
+    # A FROM model that is not local is pulled first, as Ollama does (here: nothing listens).
+    (
+        "POST",
+        "/api/create",
+        b'{"model": "x", "from": "127.0.0.1:9/ns/nope", "stream": false}',
+        502,
+        "cannot reach",
+    ),
     (
         "POST",
         "/api/create",

@@ -30,7 +30,8 @@ def test_tags_empty_then_listed(http: httpx.Client, tiny_gguf: Path) -> None:
     upload_and_create(http, tiny_gguf, "tiny")
     (entry,) = http.get("/api/tags").json()["models"]
     assert entry["name"] == entry["model"] == "tiny:latest"
-    assert set(entry) == {"name", "model", "modified_at", "size", "digest", "details"}
+    assert set(entry) == {"name", "model", "modified_at", "size", "digest", "details",
+                          "capabilities"}  # fmt: skip
     assert len(entry["digest"]) == 64 and ":" not in entry["digest"]
     assert entry["size"] > tiny_gguf.stat().st_size  # layers plus config
     assert entry["details"]["family"] == "llama"
@@ -55,7 +56,7 @@ def test_show_returns_modelfile_template_parameters(http: httpx.Client, tiny_ggu
     assert info["model_info"]["general.architecture"] == "llama"
     assert info["model_info"]["tokenizer.ggml.tokens"] == []  # long arrays hidden unless verbose
     assert info["capabilities"] == ["completion"]
-    assert "tensors" not in info
+    assert {"name": "output_norm.weight", "type": "F32", "shape": [64]} in info["tensors"]
     verbose = http.post("/api/show", json={"model": "tiny", "verbose": True}).json()
     assert len(verbose["model_info"]["tokenizer.ggml.tokens"]) > 256
     assert {"name": "output_norm.weight", "type": "F32", "shape": [64]} in verbose["tensors"]

@@ -401,8 +401,8 @@ def test_insecure_is_required_for_http(runner_http: httpx.Client, registry: Regi
     assert explicit.json() == {"error": "insecure protocol http"}
     # Without insecure, only https is tried: the plain-http registry cannot answer it.
     https_only = http.post("/api/pull", json={"model": f"{registry.host}/secure/model:v1"})
-    assert https_only.status_code == 502
-    assert "error" in https_only.json()
+    assert https_only.status_code == 200  # Ollama streams a registry failure as an error line
+    assert "error" in ndjson(https_only)[-1]
     ok = http.post(
         "/api/pull",
         json={
@@ -428,7 +428,7 @@ def test_bad_requests(runner_http: httpx.Client) -> None:
     assert http.post("/api/push", json={}).status_code == 400
     bad = http.post("/api/pull", json={"model": "a/b/c/d/e"})
     assert (bad.status_code, bad.json()) == (400, {"error": "invalid model name"})
-    missing = http.post("/api/push", json={"model": "not-here"})
+    missing = http.post("/api/push", json={"model": "not-here", "stream": False})
     assert missing.status_code == 404
     assert http.post("/models/create", json={}).text == "Invalid model reference\n"
     assert http.post("/models/create", json={"from": "a/b/c/d/e"}).status_code == 400
@@ -440,10 +440,12 @@ def test_registry_404_in_each_dialect(runner_http: httpx.Client, registry: Regis
     http = runner_http
     name = f"{registry.host}/nothing/here:v1"
     before = tags(http)
-    for stream in (True, False):
-        response = http.post("/api/pull", json={"model": name, "insecure": True, "stream": stream})
-        assert response.status_code == 404
-        assert response.json() == {"error": "pull model manifest: file does not exist"}
+    error = {"error": "pull model manifest: file does not exist"}
+    response = http.post("/api/pull", json={"model": name, "insecure": True, "stream": False})
+    assert (response.status_code, response.json()) == (404, error)
+    streamed = http.post("/api/pull", json={"model": name, "insecure": True})
+    assert streamed.status_code == 200  # streaming: Ollama's status line, then the error
+    assert ndjson(streamed) == [{"status": "pulling manifest"}, error]
     dmr = http.post("/models/create", json={"from": name})
     assert (dmr.status_code, dmr.text) == (404, "Model not found\n")
     assert tags(http) == before
@@ -457,11 +459,13 @@ def test_registry_500_in_each_dialect(
     with running(store) as http:
         fault_proxy.reset("error500")
         name = f"{fault_proxy.host}/broken/model:v1"
-        response = http.post("/api/pull", json={"model": name, "insecure": True})
+        response = http.post("/api/pull", json={"model": name, "insecure": True, "stream": False})
         assert response.status_code == 502
         assert response.json() == {
             "error": "pull model manifest: registry returned 500 Internal Server Error"
         }
+        streamed = http.post("/api/pull", json={"model": name, "insecure": True})
+        assert streamed.status_code == 200 and ndjson(streamed)[-1] == response.json()
         dmr = http.post("/models/create", json={"from": name})
         assert dmr.status_code == 502
         assert dmr.text == "pull model manifest: registry returned 500 Internal Server Error\n"
@@ -498,7 +502,7 @@ def test_token_auth_pull_and_push(
     with running(tmp_path / "anonymous", docker_config=empty) as http:
         ok = http.post("/api/pull", json={"model": public, "insecure": True, "stream": False})
         assert ok.json() == {"status": "success"}
-        refused = http.post("/api/pull", json={"model": private, "insecure": True})
+        refused = http.post("/api/pull", json={"model": private, "insecure": True, "stream": False})
         assert refused.status_code == 401
         assert refused.json()["error"].startswith("pull model manifest: unauthorized")
         dmr = http.post("/models/create", json={"from": private})
@@ -525,8 +529,8 @@ def test_token_auth_pull_and_push(
         denied = http.post(
             "/api/push", json={"model": f"{registry.host}/private/other:v1", "insecure": True}
         )
-        assert denied.status_code == 401, denied.text
-        assert "unauthorized" in denied.json()["error"]
+        assert denied.status_code == 200, denied.text  # streaming: the error is the last line
+        assert "unauthorized" in ndjson(denied)[-1]["error"]
         denied = http.post(f"/models/{registry.host}/private/other:v1/push")
         assert (denied.status_code, denied.text) == (401, "Unauthorized\n")
         # DMR's bearer-token is used as is.
@@ -557,7 +561,9 @@ def test_basic_auth_and_redirect_to_blob_storage(
     with redirecting_front(registry) as (front, storage):
         name = f"{front.host}/redirect/model:v1"
         with running(tmp_path / "anonymous", docker_config=empty) as http:
-            refused = http.post("/api/pull", json={"model": name, "insecure": True})
+            refused = http.post(
+                "/api/pull", json={"model": name, "insecure": True, "stream": False}
+            )
             assert refused.status_code == 401
             assert refused.json() == {
                 "error": "pull model manifest: unauthorized: authentication required"

@@ -1,4 +1,5 @@
-"""Prompt rendering: Ollama's Go templates, a GGUF's Jinja chat template, or the plain fallback.
+"""Prompt rendering: Ollama's Go templates, a GGUF's Jinja chat template, or the fallbacks of a
+model with neither (``{{ .Prompt }}`` for ``/api/generate``, llama.cpp's ChatML for chats).
 
 Message assembly follows Ollama: Modelfile ``MESSAGE`` history first, the Modelfile ``SYSTEM``
 unless the caller sent a system message, consecutive messages of one role merged. A template that
@@ -9,7 +10,7 @@ is rendered once per turn, the last turn cut where the response would go.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -21,6 +22,13 @@ from modelrunner.engine.gotemplate import GoTemplate, JSONDict, JSONList, templa
 from modelrunner.errors import InvalidRequest
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
+# What llama.cpp's server (and so Ollama 0.33's chat) falls back to when a GGUF has no template.
+CHATML = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
 
 
 @dataclass
@@ -37,6 +45,12 @@ class PromptSource:
     @property
     def uses_go(self) -> bool:
         return bool(self.template) or not self.jinja
+
+    def for_chat(self) -> PromptSource:
+        """Chats on a model with neither template render as llama.cpp's fallback, ChatML."""
+        if self.template or self.jinja:
+            return self
+        return replace(self, jinja=CHATML)
 
 
 @lru_cache(maxsize=64)
@@ -215,9 +229,9 @@ def chat_prompt(
     think: bool | str | None = None,
 ) -> str:
     msgs = assemble(source, messages)
-    if source.uses_go:
-        return render_go(source.template or DEFAULT_TEMPLATE, msgs, tools, think)
-    return render_jinja(source, msgs, tools, think)
+    if source.template:
+        return render_go(source.template, msgs, tools, think)
+    return render_jinja(source.for_chat(), msgs, tools, think)
 
 
 def generate_prompt(
@@ -227,18 +241,34 @@ def generate_prompt(
     template: str | None = None,
     suffix: str | None = None,
     think: bool | str | None = None,
+    history: bool = True,
 ) -> str:
-    """``/api/generate``: the prompt as one user turn, with the request's system and template
-    overriding the Modelfile's."""
-    effective = PromptSource(
-        template=template or source.template,
-        jinja=None if template else source.jinja,
-        system=system if system is not None else source.system,
-        bos_token=source.bos_token,
-        eos_token=source.eos_token,
+    """``/api/generate`` as Ollama builds it: the system (the request's, else the Modelfile's),
+    the Modelfile's ``MESSAGE`` history unless the caller continues a ``context``, then the
+    prompt as a user turn. A request template, or a suffix, runs a Go template directly; else the
+    model's template, its GGUF chat template, or Ollama's default ``{{ .Prompt }}``."""
+    if suffix:
+        return render_suffix(template or source.template or DEFAULT_TEMPLATE, prompt, suffix, think)
+    msgs: list[dict[str, Any]] = []
+    if system or source.system:
+        msgs.append({"role": "system", "content": system or source.system})
+    if history:
+        msgs += [dict(m) for m in source.messages]
+    msgs.append({"role": "user", "content": prompt})
+    if template or source.uses_go:
+        return render_go(template or source.template or DEFAULT_TEMPLATE, msgs, None, think)
+    return render_jinja(source, msgs, None, think)
+
+
+def render_suffix(template: str, prompt: str, suffix: str, think: bool | str | None) -> str:
+    """Fill-in-the-middle: Ollama gives such a template only the prompt and the suffix."""
+    return compile_go(template).render(
+        {
+            "Prompt": prompt,
+            "Suffix": suffix,
+            "Response": "",
+            "Think": bool(think) if think is not None else False,
+            "ThinkLevel": think if isinstance(think, str) else "",
+            "IsThinkSet": think is not None,
+        }
     )
-    messages = [{"role": "user", "content": prompt}]
-    if suffix is not None and effective.uses_go:
-        return render_go(effective.template or DEFAULT_TEMPLATE,
-                         assemble(effective, messages), None, think, suffix)  # fmt: skip
-    return chat_prompt(effective, messages, None, think)

@@ -66,10 +66,11 @@ def create_model(
     with store.pinned(layer.digest for layer in layers) as pin:
         for digest in spec.adapters.values():
             layers.append(_existing_blob(store, media.OLLAMA_ADAPTER, digest))
+        # Empty means "not given", as in Ollama: the base model's layer stays.
         updates: list[tuple[str, str, bytes | None]] = [
-            ("template", media.OLLAMA_TEMPLATE, _text(spec.template)),
-            ("system", media.OLLAMA_SYSTEM, _text(spec.system)),
-            ("messages", media.OLLAMA_MESSAGES, _json(spec.messages)),
+            ("template", media.OLLAMA_TEMPLATE, _text(spec.template or None)),
+            ("system", media.OLLAMA_SYSTEM, _text(spec.system or None)),
+            ("messages", media.OLLAMA_MESSAGES, _json(spec.messages or None)),
         ]
         if spec.parameters is not None:
             params = {**params, **spec.parameters}

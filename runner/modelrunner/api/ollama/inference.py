@@ -91,16 +91,19 @@ async def generate(request: Request) -> Response:
             {"model": name, "created_at": timestamp(), "response": "", "done": True,
              "done_reason": reason} | ({} if reason == "unload" else _metrics(timings))
         )  # fmt: skip
+    # The Go client always sends system, template and suffix: empty means not given.
     req = InferenceRequest(
         **_base_request(body, ref),
         prompt=body.prompt,
-        system=body.system,
-        template=body.template,
-        suffix=body.suffix,
+        system=body.system or None,
+        template=body.template or None,
+        suffix=body.suffix or None,
         raw=body.raw,
         context=body.context,
         images=body.images or [],
     )
+    if body.debug_render_only:
+        return await _debug_render(request, req, {"response": ""})
     session = await _wrap(inference(request).open(req))
     name = session.record.display()
 
@@ -147,6 +150,8 @@ async def chat(request: Request) -> Response:
     req = InferenceRequest(
         **_base_request(body, ref), messages=messages, tools=body.tools, images=images
     )
+    if body.debug_render_only:
+        return await _debug_render(request, req, {"message": {"role": "", "content": ""}})
     session = await _wrap(inference(request).open(req))
     name = session.record.display()
 
@@ -168,6 +173,15 @@ async def chat(request: Request) -> Response:
     if body.stream:
         return ndjson_stream(_rendered(session, render))
     return JSONResponse(render(await collect(request, session)))
+
+
+async def _debug_render(request: Request, req: InferenceRequest, empty: dict[str, Any]) -> Response:
+    """One JSON object (streaming or not) with the prompt in ``_debug_info``, as Ollama answers."""
+    prompt = await _wrap(inference(request).render(req))
+    return JSONResponse(
+        {"model": req.model, "created_at": timestamp(), **empty, "done": False,
+         "_debug_info": {"rendered_template": prompt}}
+    )  # fmt: skip
 
 
 async def _rendered(

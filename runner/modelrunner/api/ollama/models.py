@@ -9,12 +9,22 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from modelrunner import __version__
-from modelrunner.api.common import read_model, services
+from modelrunner.api.common import read_model, registry_auth, services
+from modelrunner.api.ollama.registry import render as render_progress
+from modelrunner.api.ollama.registry import transfers
 from modelrunner.api.ollama.schemas import CopyRequest, CreateRequest, ModelRef, ShowRequest
-from modelrunner.api.ollama.wire import OllamaRoute, ndjson_lines, timestamp
-from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
+from modelrunner.api.ollama.wire import OllamaRoute, ndjson_lines, ndjson_stream, timestamp
+from modelrunner.core.transfer import Transfer
+from modelrunner.errors import (
+    InvalidName,
+    InvalidRequest,
+    ModelNotFound,
+    ModelRunnerError,
+    NotFound,
+)
 from modelrunner.names import Dialect, parse
 from modelrunner.options import check_options, merge_parameters
+from modelrunner.registry.errors import ManifestNotFound
 from modelrunner.store.create import CreateSpec
 from modelrunner.store.modelfile import (
     RenderInput,
@@ -22,6 +32,7 @@ from modelrunner.store.modelfile import (
     render_modelfile,
     render_parameters,
 )
+from modelrunner.store.models import ModelStore
 from modelrunner.store.records import ModelRecord
 
 # The Ollama release whose API this server follows; clients gate features on it. Codex speaks the
@@ -45,14 +56,24 @@ async def version() -> dict[str, str]:
 
 
 def tag_entry(record: ModelRecord) -> dict[str, Any]:
+    """One ``/api/tags`` entry; the lengths come from the GGUF (omitted when unknown, as Go's
+    omitempty does), as Ollama's model list reads them."""
     name = record.display(Dialect.OLLAMA)
+    details = record.details()
+    info = record.gguf
+    lengths = {
+        "context_length": info.context_length if info else None,
+        "embedding_length": info.embedding_length if info else None,
+    }
+    details |= {key: value for key, value in lengths.items() if value}
     return {
         "name": name,
         "model": name,
         "modified_at": timestamp(record.modified_at),
         "size": record.size,
         "digest": record.digest,
-        "details": record.details(),
+        "details": details,
+        "capabilities": record.capabilities(),
     }
 
 
@@ -72,17 +93,17 @@ async def show(request: Request) -> dict[str, Any]:
         record = await models.get(body.ref, Dialect.OLLAMA)
     except InvalidName:
         raise ModelNotFound(body.ref) from None
-    if body.system is not None:
+    # The Go client always sends "system" and "template": empty means not given, and Ollama
+    # ignores the deprecated template field altogether.
+    if body.system:
         record.system = body.system
-    if body.template is not None:
-        record.template = body.template
     if body.options:
         record.parameters = merge_parameters(record.parameters, check_options(body.options))
     info = await models.gguf_verbose(record) if body.verbose else record.gguf
     out: dict[str, Any] = {
         "modelfile": render_modelfile(_render_input(record)),
         "parameters": render_parameters(record.parameters),
-        "template": record.template or DEFAULT_TEMPLATE,
+        "template": _selected_template(record),
         "system": record.system,
         "license": "\n".join(record.license) or None,
         "details": record.details(),
@@ -91,13 +112,20 @@ async def show(request: Request) -> dict[str, Any]:
         "capabilities": record.capabilities(),
         "modified_at": timestamp(record.modified_at),
     }
-    if body.verbose and info is not None:
+    if info is not None:  # Ollama lists tensors whether or not verbose is set
         out["tensors"] = [
             {"name": t.name, "type": t.type, "shape": list(t.shape)} for t in info.tensors
         ]
     if record.requires:
         out["requires"] = record.requires
     return {k: v for k, v in out.items() if v not in (None, "")}
+
+
+def _selected_template(record: ModelRecord) -> str:
+    """The template that renders chats: the Modelfile's, else the GGUF's chat template (Ollama
+    0.33 hands those to llama.cpp), else Ollama's default."""
+    jinja = record.jinja_template or (record.gguf.chat_template if record.gguf else None)
+    return record.template or jinja or DEFAULT_TEMPLATE
 
 
 def _render_input(record: ModelRecord) -> RenderInput:
@@ -172,11 +200,58 @@ async def create(request: Request) -> Response:
     except InvalidName:
         raise InvalidRequest("invalid model name") from None
     spec = _spec(body)
+    models = services(request).models
+    if spec.from_ and _pullable(models.store, spec.from_):
+        return await _pull_then_create(request, body.ref, spec, body.stream)
     statuses: list[str] = []
-    await services(request).models.create(body.ref, spec, statuses.append)
+    await models.create(body.ref, spec, statuses.append)
     if not body.stream:
         return JSONResponse({"status": "success"})
     return ndjson_lines({"status": s} for s in statuses)
+
+
+def _pullable(store: ModelStore, source: str) -> bool:
+    """A ``FROM`` model name that is not local: Ollama pulls it before creating."""
+    if source.startswith("@"):
+        return False
+    try:
+        parse(source, Dialect.OLLAMA)
+    except InvalidName:
+        return False
+    return store.find(source, Dialect.OLLAMA) is None
+
+
+async def _pull_then_create(request: Request, ref: str, spec: CreateSpec, stream: bool) -> Response:
+    """Pull the base model (its progress first in the stream, as Ollama sends it), then create."""
+    source = spec.from_ or ""
+    auth = registry_auth(request)
+    models = services(request).models
+
+    async def start() -> Transfer:
+        try:
+            return await transfers(request).pull(source, Dialect.OLLAMA, registry_auth=auth)
+        except ManifestNotFound:
+            raise NotFound("pull model manifest: file does not exist") from None
+
+    if not stream:
+        await (await start()).run()
+        await models.create(ref, spec, lambda _: None)
+        return JSONResponse({"status": "success"})
+
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        try:
+            transfer = await start()
+        except ModelRunnerError:
+            yield {"status": "pulling manifest"}
+            raise
+        async for event in transfer.events:
+            yield render_progress(event)
+        statuses: list[str] = []
+        await models.create(ref, spec, statuses.append)
+        for status in statuses:
+            yield {"status": status}
+
+    return ndjson_stream(events())
 
 
 def _spec(body: CreateRequest) -> CreateSpec:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -13,9 +13,15 @@ from fastapi.responses import JSONResponse
 
 from modelrunner.api.common import read_model, registry_auth, services
 from modelrunner.api.ollama.schemas import ModelRef
-from modelrunner.api.ollama.wire import OllamaRoute, ndjson_stream
+from modelrunner.api.ollama.wire import OllamaRoute, ndjson_lines, ndjson_stream
 from modelrunner.core.transfer import Transfer, TransferEvent, TransferService
-from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
+from modelrunner.errors import (
+    InvalidName,
+    InvalidRequest,
+    ModelNotFound,
+    ModelRunnerError,
+    NotFound,
+)
 from modelrunner.names import Dialect
 from modelrunner.registry.errors import ManifestNotFound
 
@@ -29,7 +35,7 @@ class TransferRequest(ModelRef):
     password: str | None = None
 
 
-def _service(request: Request) -> TransferService:
+def transfers(request: Request) -> TransferService:
     svc = services(request)
     return TransferService.shared(svc.extra, svc.models.store, svc.settings)
 
@@ -39,15 +45,19 @@ async def pull(request: Request) -> Response:
     body = await read_model(request, TransferRequest)
     if not body.ref:
         raise InvalidRequest("model is required")
-    try:
-        transfer = await _service(request).pull(
-            body.ref, Dialect.OLLAMA, insecure=body.insecure, registry_auth=registry_auth(request)
-        )
-    except InvalidName:
-        raise InvalidRequest("invalid model name") from None
-    except ManifestNotFound:
-        raise NotFound("pull model manifest: file does not exist") from None
-    return await _respond(request, transfer, body.stream)
+    auth = registry_auth(request)
+
+    async def start() -> Transfer:
+        try:
+            return await transfers(request).pull(
+                body.ref, Dialect.OLLAMA, insecure=body.insecure, registry_auth=auth
+            )
+        except InvalidName:
+            raise InvalidRequest("invalid model name") from None
+        except ManifestNotFound:
+            raise NotFound("pull model manifest: file does not exist") from None
+
+    return await _respond(request, start, body.stream, "pulling manifest")
 
 
 @router.post("/api/push")
@@ -55,15 +65,19 @@ async def push(request: Request) -> Response:
     body = await read_model(request, TransferRequest)
     if not body.ref:
         raise InvalidRequest("model is required")
-    try:
-        transfer = await _service(request).push(
-            body.ref, Dialect.OLLAMA, insecure=body.insecure, registry_auth=registry_auth(request)
-        )
-    except InvalidName:
-        raise InvalidRequest("invalid model name") from None
-    except ModelNotFound:
-        raise NotFound(f'model "{body.ref}" not found') from None
-    return await _respond(request, transfer, body.stream)
+    auth = registry_auth(request)
+
+    async def start() -> Transfer:
+        try:
+            return await transfers(request).push(
+                body.ref, Dialect.OLLAMA, insecure=body.insecure, registry_auth=auth
+            )
+        except InvalidName:
+            raise InvalidRequest("invalid model name") from None
+        except ModelNotFound:
+            raise NotFound(f'model "{body.ref}" not found') from None
+
+    return await _respond(request, start, body.stream, "retrieving manifest")
 
 
 def render(event: TransferEvent) -> dict[str, Any]:
@@ -78,13 +92,30 @@ def render(event: TransferEvent) -> dict[str, Any]:
     return out
 
 
-async def _respond(request: Request, transfer: Transfer, stream: bool) -> Response:
-    watcher = asyncio.create_task(_cancel_on_hang_up(request, transfer))
+async def _respond(
+    request: Request, start: Callable[[], Awaitable[Transfer]], stream: bool, opening: str
+) -> Response:
+    """Ollama's status semantics: a bad request is answered at once (400); any later failure
+    (the registry refused, the model is missing, a blob broke) is, when streaming, a ``200``
+    whose last line is ``{"error": ...}``, after the status lines Ollama sends before it fails;
+    with ``stream: false``, the error with its status."""
     if not stream:
+        transfer = await start()
+        watcher = asyncio.create_task(_cancel_on_hang_up(request, transfer))
         try:
             return JSONResponse(render(await transfer.run()))
         finally:
             watcher.cancel()
+    try:
+        transfer = await start()
+    except ModelRunnerError as exc:
+        if exc.status == 400:
+            raise
+        lines = [{"status": opening}]
+        if opening == "retrieving manifest" and isinstance(exc, NotFound):
+            lines.append({"status": "couldn't retrieve manifest"})  # no such local model
+        return ndjson_lines([*lines, {"error": exc.message}])
+    watcher = asyncio.create_task(_cancel_on_hang_up(request, transfer))
     return ndjson_stream(_rendered(transfer.events, watcher))
 
 

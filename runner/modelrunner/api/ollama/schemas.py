@@ -68,6 +68,8 @@ class InferenceBase(ModelRef):
     top_logprobs: int = 0
     truncate: bool = True
     shift: bool = True
+    # Answer with the rendered prompt instead of running the model.
+    debug_render_only: bool = Field(default=False, alias="_debug_render_only")
 
 
 class GenerateRequest(InferenceBase):
