@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 
 import httpx
+import llama_cpp
 import pytest
 
 import modelrunner
 from tests.conftest import upload_and_create
 from tests.support.registry import Registry
 from tests.support.server import LiveServer
+from tests.support.tiny_reranker import RERANK_TEMPLATE, write_tiny_reranker
 
 TOKENIZE_PREFIXES = ("", "/engines", "/engines/llama.cpp", "/exp/vDD4.40/engines")
 
@@ -338,3 +340,97 @@ def test_push_through_dmr_is_a_dmr_artifact(
     assert model["config"]["context_size"] == 256
     chat = {"model": dmr_ref, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     assert http.post("/engines/v1/chat/completions", json=chat).status_code == 200
+
+
+# -- rerank / score ----------------------------------------------------------------------------------
+
+RANK_PREFIXES = (
+    "",
+    "/v1",
+    "/engines",
+    "/engines/v1",
+    "/engines/llama.cpp",
+    "/engines/llama.cpp/v1",
+)
+
+
+@pytest.fixture
+def reranker(http: httpx.Client, tmp_path: Path) -> str:
+    path = write_tiny_reranker(tmp_path / "tiny-reranker.gguf")
+    upload_and_create(http, path, "reranker")
+    return "reranker"
+
+
+def direct_scores(path: Path, texts: list[str]) -> list[float]:
+    """The rank head's first output for each text, computed with llama-cpp-python directly."""
+    llm = llama_cpp.Llama(model_path=str(path), embedding=True, n_ctx=512, verbose=False)
+    try:
+        return [float(llm.embed(t, normalize=False)[0]) for t in texts]
+    finally:
+        llm.close()
+
+
+@pytest.mark.parametrize("prefix", RANK_PREFIXES)
+def test_rerank_scores_with_the_rank_head(
+    http: httpx.Client, reranker: str, tmp_path: Path, prefix: str
+) -> None:
+    docs = ["hello world", "the of a", "x"]
+    body = {"model": reranker, "query": "hello", "documents": docs, "top_n": 2}
+    response = http.post(f"{prefix}/rerank", json=body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert data["model"] == reranker and data["object"] == "list"
+    assert data["usage"]["prompt_tokens"] > 0
+    assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"]
+    expected = direct_scores(
+        write_tiny_reranker(tmp_path / "same.gguf"), [f"hello{d}" for d in docs]
+    )
+    order = sorted(range(3), key=lambda i: -expected[i])[:2]
+    assert [r["index"] for r in data["results"]] == order
+    for result in data["results"]:
+        assert 0 < result["relevance_score"] < 1  # softmax over the yes/no labels
+        assert result["relevance_score"] == pytest.approx(expected[result["index"]], abs=1e-4)
+
+
+def test_rerank_tei_shape_template_and_errors(http: httpx.Client, tmp_path: Path) -> None:
+    path = write_tiny_reranker(tmp_path / "t.gguf", template=RERANK_TEMPLATE)
+    upload_and_create(http, path, "templated")
+    body = {"model": "templated", "query": "hello", "texts": ["a", "b"], "return_text": True}
+    items = http.post("/rerank", json=body).json()
+    assert sorted(i["index"] for i in items) == [0, 1]
+    assert all(set(i) == {"index", "score", "text"} for i in items)
+    assert items[0]["score"] >= items[1]["score"]
+    filled = [RERANK_TEMPLATE.format(query="hello", document=d).removeprefix("<s>") for d in "ab"]
+    expected = direct_scores(path, filled)
+    for item in items:
+        assert item["score"] == pytest.approx(expected[item["index"]], abs=1e-4)
+    # bad bodies
+    upload_and_create(http, write_tiny_reranker(tmp_path / "n.gguf"), "also")
+    assert http.post("/rerank", json={"model": "also", "query": "q"}).status_code == 400
+    missing_query = http.post("/rerank", json={"model": "also", "documents": ["d"]})
+    assert missing_query.json()["error"]["message"] == '"query" must be provided'
+    assert (
+        http.post("/rerank", json={"query": "q", "documents": ["d"]}).text == "model is required\n"
+    )
+
+
+def test_rerank_needs_a_reranker(http: httpx.Client, tiny: str) -> None:
+    response = http.post("/rerank", json={"model": tiny, "query": "q", "documents": ["d"]})
+    assert response.status_code == 501
+    assert response.json()["error"]["type"] == "not_supported_error"
+
+
+def test_score_vllm_shape(http: httpx.Client, reranker: str) -> None:
+    body = {"model": reranker, "text_1": "hello", "text_2": ["hello world", "x"]}
+    data = http.post("/engines/score", json=body).json()
+    assert data["object"] == "list" and data["id"].startswith("score-")
+    assert [(d["index"], d["object"]) for d in data["data"]] == [(0, "score"), (1, "score")]
+    ranked = http.post(
+        "/rerank", json={"model": reranker, "query": "hello", "documents": ["hello world", "x"]}
+    ).json()["results"]
+    by_index = {r["index"]: r["relevance_score"] for r in ranked}
+    assert [d["score"] for d in data["data"]] == pytest.approx([by_index[0], by_index[1]])
+    pairwise = {"model": reranker, "text_1": ["hello", "x"], "text_2": ["hello world", "x"]}
+    assert len(http.post("/score", json=pairwise).json()["data"]) == 2
+    bad = http.post("/score", json={"model": reranker, "text_1": ["a", "b"], "text_2": ["c"]})
+    assert bad.status_code == 400

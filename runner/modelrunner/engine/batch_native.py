@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from modelrunner.engine.base import Sampling
+from modelrunner.engine.threadpool import ThreadPool
 from modelrunner.errors import InvalidRequest, ModelRunnerError
 
 _backend_lock = threading.Lock()
@@ -59,6 +60,7 @@ class ContextSpec:
     unified_kv: bool
     swa_full: bool
     flash_attn: bool | None  # None: llama.cpp decides (auto)
+    poll: int = 0  # idle workers' busy-wait level (threadpool.py), 0-100
 
 
 class NativeModel:
@@ -110,6 +112,7 @@ class NativeModel:
             raise ModelRunnerError("unable to load model: llama.cpp could not create a context")
         self.ctx: Any = ctx
         self.spec = spec
+        self.pool = ThreadPool(ctx, max(spec.n_threads, spec.n_threads_batch), spec.poll)
         self.memory: Any = llama_cpp.llama_get_memory(self.ctx)
         self.vocab: Any = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
@@ -207,7 +210,10 @@ class NativeModel:
         raw = llama_cpp.llama_get_embeddings_seq(self.ctx, seq)
         if not raw:
             raise ModelRunnerError("llama.cpp returned no pooled embeddings")
-        return np.ctypeslib.as_array(raw, shape=(self.n_embd_out,))
+        # rank pooling (rerankers) yields the classifier's n_cls_out scores, not an embedding
+        rank = self.pooling == llama_cpp.LLAMA_POOLING_TYPE_RANK
+        size = int(llama_cpp.llama_model_n_cls_out(self.model)) if rank else self.n_embd_out
+        return np.ctypeslib.as_array(raw, shape=(size,))
 
     # -- KV memory ------------------------------------------------------------------------------
 
@@ -225,6 +231,7 @@ class NativeModel:
         if self.ctx:
             llama_cpp.llama_free(self.ctx)
             self.ctx = None
+        self.pool.close()
         if self.model:
             llama_cpp.llama_model_free(self.model)
             self.model = None
