@@ -247,6 +247,11 @@ def test_anthropic_image_blocks(server: LiveServer) -> None:
 
     text, seen = ask(), ask(block)
     assert IMAGE_TOKENS <= prompt_tokens(seen) - prompt_tokens(text) <= IMAGE_TOKENS + 4
+    counted = client.messages.count_tokens(
+        model="seer",
+        messages=[{"role": "user", "content": [block, {"type": "text", "text": "hi"}]}],
+    )
+    assert counted.input_tokens == prompt_tokens(seen)
     assert seen.content != text.content
     bad = {**block, "source": {**block["source"], "data": b64(b"not an image")}}
     with pytest.raises(anthropic.BadRequestError) as caught:

@@ -248,11 +248,13 @@ class BatchedLlamaModel:
     def token_eos(self) -> int:
         return self.native.eos
 
-    def media_prompt(self, text: str, images: list[bytes], *, add_bos: bool) -> MediaPrompt:
+    def media_prompt(
+        self, text: str, images: list[bytes], *, add_bos: bool, encode: bool = True
+    ) -> MediaPrompt:
         """Tokens and image embeddings for a prompt with images (see ``engine/vision.py``)."""
         if self.projector is None:
             raise Unsupported("image input is not supported by this model")
-        return self.projector.prompt(text, images, add_bos=add_bos)
+        return self.projector.prompt(text, images, add_bos=add_bos, encode=encode)
 
     def generate(
         self,

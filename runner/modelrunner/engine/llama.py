@@ -120,11 +120,13 @@ class LlamaModel:
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
-    def media_prompt(self, text: str, images: list[bytes], *, add_bos: bool) -> MediaPrompt:
+    def media_prompt(
+        self, text: str, images: list[bytes], *, add_bos: bool, encode: bool = True
+    ) -> MediaPrompt:
         """Tokens and image embeddings for a prompt with images (see ``engine/vision.py``)."""
         if self.projector is None:
             raise Unsupported("image input is not supported by this model")
-        return self.projector.prompt(text, images, add_bos=add_bos)
+        return self.projector.prompt(text, images, add_bos=add_bos, encode=encode)
 
     def generate(
         self, prompt: list[int], sampling: Sampling, *, media: Media | None = None

@@ -91,8 +91,11 @@ class MediaPrompt:
 class VisionModel(Protocol):
     """An engine model that can take images (it was loaded with a projector)."""
 
-    def media_prompt(self, text: str, images: Sequence[bytes], *, add_bos: bool) -> MediaPrompt:
-        """Tokenize ``text`` (images marked with ``MARKER``) and encode the images; blocking."""
+    def media_prompt(
+        self, text: str, images: Sequence[bytes], *, add_bos: bool, encode: bool = True
+    ) -> MediaPrompt:
+        """Tokenize ``text`` (images marked with ``MARKER``) and encode the images (unless only
+        the count is wanted: ``encode=False`` leaves the embeddings zero); blocking."""
         ...
 
     def generate(
@@ -161,7 +164,9 @@ class Projector:
         self.mrope = bool(mtmd_cpp.mtmd_decode_use_mrope(ctx))
         self.n_embd = int(llama_cpp.llama_model_n_embd_inp(text_model))
 
-    def prompt(self, text: str, images: Sequence[bytes], *, add_bos: bool) -> MediaPrompt:
+    def prompt(
+        self, text: str, images: Sequence[bytes], *, add_bos: bool, encode: bool = True
+    ) -> MediaPrompt:
         if self.mrope:
             # M-RoPE models (Qwen2-VL...) place image tokens on a 2D grid of positions; the
             # engines lay every prompt out on consecutive positions.
@@ -191,13 +196,13 @@ class Projector:
                     raise InvalidRequest("the number of images does not match the prompt")
                 if rc != 0:
                     raise InvalidRequest(BAD_IMAGE)
-                return self._collect(chunks, images)
+                return self._collect(chunks, images, encode)
             finally:
                 m.mtmd_input_chunks_free(chunks)
                 for bitmap in bitmaps:
                     m.mtmd_bitmap_free(bitmap)
 
-    def _collect(self, chunks: Any, images: Sequence[bytes]) -> MediaPrompt:
+    def _collect(self, chunks: Any, images: Sequence[bytes], encode: bool) -> MediaPrompt:
         m = self._m
         tokens: list[int] = []
         spans: list[ImageSpan] = []
@@ -212,10 +217,12 @@ class Projector:
             if kind != m.MTMD_INPUT_CHUNK_TYPE_IMAGE:
                 raise InvalidRequest("only image input is supported")
             n = int(m.mtmd_input_chunk_get_n_tokens(chunk))
-            if m.mtmd_encode_chunk(self.ctx, chunk) != 0:
-                raise ModelRunnerError("the projector failed to encode the image")
-            out = m.mtmd_get_output_embd(self.ctx)
-            embd = np.ctypeslib.as_array(out, shape=(n, self.n_embd)).copy()
+            embd = np.zeros((n, self.n_embd), dtype=np.float32)
+            if encode:
+                if m.mtmd_encode_chunk(self.ctx, chunk) != 0:
+                    raise ModelRunnerError("the projector failed to encode the image")
+                out = m.mtmd_get_output_embd(self.ctx)
+                embd[:] = np.ctypeslib.as_array(out, shape=(n, self.n_embd))
             data = images[len(spans)]
             spans.append(
                 ImageSpan(len(tokens), embd, bool(m.mtmd_decode_use_non_causal(self.ctx, chunk)))
