@@ -9,6 +9,7 @@ checked with ``_debug_render_only``, which Ollama answers with the rendered prom
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,8 @@ import ollama
 import pytest
 
 from modelrunner.store.modelfile import parse_modelfile
-from tests.conftest import upload_and_create
+from tests.conftest import sha256_file, upload_and_create
+from tests.support.tiny_vision import png, write_tiny_projector
 
 if TYPE_CHECKING:
     from tests.support.registry import Registry
@@ -171,6 +173,18 @@ def test_debug_render_only_answers_without_running_the_model(
     rendered = chat["_debug_info"]["rendered_template"]
     assert rendered == f"{SYSTEM}|system:{SYSTEM};narrator:n;user:hi;"
     assert http.get("/api/ps").json()["models"], "the model is loaded, as Ollama loads it"
+
+
+def test_debug_render_only_counts_images(http: httpx.Client, tiny_gguf: Path) -> None:
+    projector = write_tiny_projector(tiny_gguf.parent / "fidelity-mmproj.gguf")
+    digest = sha256_file(projector)
+    assert http.post(f"/api/blobs/{digest}", content=projector.read_bytes()).status_code < 300
+    upload_and_create(http, tiny_gguf, "seer", files={
+        tiny_gguf.name: sha256_file(tiny_gguf), projector.name: digest})  # fmt: skip
+    image = base64.b64encode(png(8, 8, (255, 0, 0))).decode()
+    body = {"model": "seer", "prompt": "hi", "images": [image, image], "_debug_render_only": True}
+    info = http.post("/api/generate", json=body).json()["_debug_info"]
+    assert info == {"rendered_template": "[img-0][img-1]hi", "image_count": 2}
 
 
 # -- 6. /api/tags details and /api/show tensors ------------------------------------------------

@@ -178,9 +178,12 @@ async def chat(request: Request) -> Response:
 async def _debug_render(request: Request, req: InferenceRequest, empty: dict[str, Any]) -> Response:
     """One JSON object (streaming or not) with the prompt in ``_debug_info``, as Ollama answers."""
     prompt = await _wrap(inference(request).render(req))
+    info: dict[str, Any] = {"rendered_template": prompt}
+    if req.images:
+        info["image_count"] = len(req.images)
     return JSONResponse(
         {"model": req.model, "created_at": timestamp(), **empty, "done": False,
-         "_debug_info": {"rendered_template": prompt}}
+         "_debug_info": info}
     )  # fmt: skip
 
 
