@@ -23,7 +23,6 @@ import numpy as np
 import numpy.typing as npt
 
 from modelrunner.engine.base import Sampling
-from modelrunner.engine.threadpool import ThreadPool
 from modelrunner.errors import InvalidRequest, ModelRunnerError
 
 _backend_lock = threading.Lock()
@@ -60,7 +59,6 @@ class ContextSpec:
     unified_kv: bool
     swa_full: bool
     flash_attn: bool | None  # None: llama.cpp decides (auto)
-    poll: int = 0  # idle workers' busy-wait level (threadpool.py), 0-100
 
 
 class NativeModel:
@@ -112,7 +110,6 @@ class NativeModel:
             raise ModelRunnerError("unable to load model: llama.cpp could not create a context")
         self.ctx: Any = ctx
         self.spec = spec
-        self.pool = ThreadPool(ctx, max(spec.n_threads, spec.n_threads_batch), spec.poll)
         self.memory: Any = llama_cpp.llama_get_memory(self.ctx)
         self.vocab: Any = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self.vocab))
@@ -231,7 +228,6 @@ class NativeModel:
         if self.ctx:
             llama_cpp.llama_free(self.ctx)
             self.ctx = None
-        self.pool.close()
         if self.model:
             llama_cpp.llama_model_free(self.model)
             self.model = None
