@@ -12,12 +12,15 @@ from typing import Any
 
 import anthropic
 import httpx
+import numpy as np
 import ollama
 import openai
 import pytest
 
 from modelrunner.app import create_app
 from modelrunner.core.vision import InvalidBase64, decode_base64, place_markers, tag_messages
+from modelrunner.engine.vision import ImageSpan, Media
+from modelrunner.errors import InvalidRequest
 from modelrunner.settings import Settings
 from tests.conftest import sha256_file, upload_and_create
 from tests.support.server import LiveServer
@@ -201,6 +204,17 @@ def test_base64_follows_go() -> None:
         with pytest.raises(InvalidBase64) as caught:
             decode_base64(text)
         assert caught.value.offset == offset, text
+
+
+def test_image_spans() -> None:
+    media = Media([ImageSpan(2, np.zeros((4, 8), np.float32), non_causal=True)])
+    assert media.text_end(0, 10) == 2 and media.text_end(6, 10) == 10
+    assert media.span_at(2) is media.spans[0] and media.span_at(3) is None
+    assert media.align(4) == 2 and media.align(6) == 6  # a cached prefix never cuts an image
+    assert media.shifted(3).spans[0].start == 5
+    media.check_batch(4)
+    with pytest.raises(InvalidRequest):
+        media.check_batch(3)  # non-causal attention needs the whole image in one micro-batch
 
 
 def test_tags_and_markers() -> None:

@@ -49,6 +49,8 @@ from modelrunner.errors import InvalidRequest, ModelRunnerError, Unsupported
 _END = object()
 _MIN_REUSE = 16  # shortest shared prefix worth taking a slot's cache for
 _EMBED_SEQUENCES = 32  # inputs an embedding model evaluates in one decode (sharing n_ctx)
+# From idle, how long the first step waits for requests already on their way (see ``_gather``).
+_GATHER_S = 0.025
 
 Emit = Callable[[Any], None]
 
@@ -67,6 +69,9 @@ class BatchTuning:
     swa_full: bool = False
     unified_kv: bool = False  # True: one KV pool of num_ctx * parallel shared by all slots
     repack: bool = True  # llama.cpp's repacked CPU weight layouts (faster batched matmuls)
+    # Busy-wait level (0-100) of the ggml thread pool's idle workers between steps
+    # (threadpool.py): 0 leaves the cores to the Python work between steps.
+    poll: int = 0
 
 
 class BatchedLlamaEngine:
@@ -151,6 +156,7 @@ class BatchedLlamaModel:
             unified_kv=unified,
             swa_full=tuning.swa_full,
             flash_attn=tuning.flash_attn,
+            poll=tuning.poll,
         )
         try:
             self.native = nat.NativeModel(
@@ -181,6 +187,7 @@ class BatchedLlamaModel:
         self._cond = threading.Condition()
         self._closing = False
         self._wake = False
+        self._coming = 0  # generations created but not yet submitted (nor dropped)
         # Counters for /metrics.
         self.steps = 0
         self.tokens_generated = 0
@@ -276,10 +283,15 @@ class BatchedLlamaModel:
                 f"({self.context_length})"
             )
         # A bad grammar fails here, before the caller starts a response, not mid-stream.
-        if media is not None and media.spans and self.projector is None:
-            raise Unsupported("image input is not supported by this model")
+        if media is not None and media.spans:
+            if self.projector is None:
+                raise Unsupported("image input is not supported by this model")
+            media.check_batch(self.native.n_ubatch)
         sampler = nat.RequestSampler(self.native, sampling, ban_eog=ignore_eos)
-        return BatchedGeneration(self, list(prompt), sampling, sampler, media)
+        generation = BatchedGeneration(self, list(prompt), sampling, sampler, media)
+        with self._cond:
+            self._coming += 1
+        return generation
 
     async def embed(self, texts: list[str], *, truncate: bool = True) -> Embeddings:
         if self._closing:
@@ -319,9 +331,17 @@ class BatchedLlamaModel:
 
     def _submit(self, request: _Request) -> None:
         with self._cond:
+            if request.generation._arrived():
+                self._coming -= 1
             if self._closing:
                 raise ModelRunnerError("the model is being unloaded")
             self._waiting.append(request)
+            self._cond.notify()
+
+    def _not_coming(self) -> None:
+        """A generation will not be submitted after all (cancelled or dropped first)."""
+        with self._cond:
+            self._coming -= 1
             self._cond.notify()
 
     def _poke(self) -> None:
@@ -351,12 +371,28 @@ class BatchedLlamaModel:
             self._shutdown()
 
     def _step(self) -> None:
+        self._gather()
         now = time.perf_counter_ns()
         self._drop_cancelled(now)
         if self._embeds and any(s.request is None for s in self._slots):
             self._run_embeddings(self._embeds.popleft())
         self._admit(now)
         self._decode_step()
+
+    def _gather(self) -> None:
+        """From idle, wait (at most ``_GATHER_S``) for the generations already created but not
+        yet submitted, so that requests arriving together have their prompts evaluated in one
+        step: evaluated one step apart, the later ones wait for the whole first step too. Never
+        while a request holds a slot: an arriving prompt then joins the very next step."""
+        if not self._waiting or any(s.request is not None for s in self._slots):
+            return
+        deadline = time.monotonic() + _GATHER_S
+        with self._cond:
+            while self._coming > 0 and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
 
     def _drop_cancelled(self, now: int) -> None:
         if any(r.generation.cancelled for r in self._waiting):
@@ -505,11 +541,7 @@ class BatchedLlamaModel:
                 continue
             last = span.end == len(r.prompt)
             native.set_embeddings(False)
-            try:
-                rc, index = decode_span(native.ctx, batch, span, r.slot.seq, logits_last=last)
-            except InvalidRequest as exc:
-                self._fail_requests([r], exc)
-                continue
+            rc, index = decode_span(native.ctx, batch, span, r.slot.seq, logits_last=last)
             self.steps += 1
             if rc != 0:
                 self._fail_requests([r], ModelRunnerError(f"llama_decode failed ({rc})"))
@@ -699,15 +731,25 @@ class BatchedGeneration:
         self.cancelled = False
         self._sampler = sampler
         self._started = False
+        self._coming = True  # counted in the model's ``_coming`` until submitted or dropped
+
+    def _arrived(self) -> bool:
+        """Stop counting this generation as coming (once); True if it was counted."""
+        coming, self._coming = self._coming, False
+        return coming
 
     def cancel(self) -> None:
         if not self.cancelled:
             self.cancelled = True
             if self._started:
                 self.model._poke()
+            elif self._arrived():
+                self.model._not_coming()
 
     def __del__(self) -> None:  # never iterated: free the native samplers here
         with contextlib.suppress(Exception):
+            if self._arrived():
+                self.model._not_coming()
             self._sampler.free()
 
     async def __aiter__(self) -> AsyncIterator[TokenOut]:

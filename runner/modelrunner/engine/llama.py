@@ -141,6 +141,7 @@ class LlamaModel:
                 raise Unsupported("image input is not supported by this model")
             if media.spans[-1].end >= len(prompt):
                 raise InvalidRequest("the prompt must not end with an image")
+            media.check_batch(min(int(self.llm.n_batch), self.options.num_batch))
         return LlamaGeneration(self, prompt, sampling, media)
 
     async def embed(self, texts: list[str], *, truncate: bool = True) -> Embeddings:

@@ -73,6 +73,13 @@ class Media:
         """Where the text run starting at ``pos`` stops: the next image, or ``end``."""
         return min([s.start for s in self.spans if s.start >= pos] + [end])
 
+    def check_batch(self, n_ubatch: int) -> None:
+        """An image with non-causal attention must be decoded in one micro-batch."""
+        if any(s.non_causal and s.n_tokens > n_ubatch for s in self.spans):
+            raise InvalidRequest(
+                f"an image takes more tokens than the batch size (num_batch {n_ubatch})"
+            )
+
     def align(self, keep: int) -> int:
         """A cached prefix length that does not cut an image in two."""
         for s in self.spans:
@@ -270,8 +277,6 @@ def decode_span(
     status (0: ok) and, with ``logits_last``, the batch index of the last row's logits."""
     n_total = span.n_tokens
     last = -1
-    if span.non_causal and n_total > batch.capacity:
-        raise InvalidRequest("the image takes more tokens than the batch size (num_batch)")
     if span.non_causal:
         llama_cpp.llama_set_causal_attn(ctx, False)
     try:
