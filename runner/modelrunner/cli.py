@@ -32,8 +32,15 @@ def _server_url() -> str:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from modelrunner.app import create_app
+    from modelrunner.app import create_app, default_engine
     from modelrunner.core.defaults import ensure_default_model
+    from modelrunner.drain import (
+        FLUSH_SECONDS,
+        Drain,
+        DrainingEngine,
+        DrainingServer,
+        exit_zero_on_sigterm,
+    )
     from modelrunner.store.models import ModelStore
 
     overrides: dict[str, Any] = {}
@@ -52,10 +59,17 @@ def serve(args: argparse.Namespace) -> int:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sockets.append(sock)
+    # SIGTERM: refuse new connections, let requests finish for up to shutdown_timeout, then end
+    # generations with an error line and cancel what remains (drain.py); exit status 0.
+    drain = Drain()
+    app = create_app(settings, engine=DrainingEngine(default_engine(settings), drain))
     config = uvicorn.Config(
-        create_app(settings), log_level=settings.log_level, timeout_graceful_shutdown=5
+        app,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout + FLUSH_SECONDS),
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, drain, settings.shutdown_timeout)
+    exit_zero_on_sigterm()
     print("modelrunner listening on " + ", ".join(settings.listen), flush=True)
     if args.default_model:
         print(_EXAMPLES.format(url=f"http://{settings.listen[0]}"), flush=True)

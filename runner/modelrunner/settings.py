@@ -91,6 +91,12 @@ class Settings(BaseSettings):
         "(default: $DOCKER_CONFIG/config.json or ~/.docker/config.json).",
     )
     log_level: str = Field(default="info", description="Log level: debug, info, warning, error.")
+    shutdown_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds `serve` lets in-flight requests finish after SIGTERM (new connections "
+        "are refused at once); generations still running then end with an error line.",
+    )
 
     @field_validator("keep_alive")
     @classmethod
