@@ -28,6 +28,7 @@ from modelrunner.core.inference import normalize
 from modelrunner.core.model_info import dmr_metadata
 from modelrunner.core.textstream import ToolCall
 from modelrunner.core.types import Chunk, InferenceRequest, Timings
+from modelrunner.core.vision import decode_base64
 from modelrunner.errors import InvalidRequest
 from modelrunner.names import Dialect
 from modelrunner.store.records import ModelRecord
@@ -140,6 +141,10 @@ def _image(part: ContentPart) -> str:
     match = _DATA_URL.match(url)
     if match is None:
         raise InvalidRequest("invalid image input")
+    try:
+        decode_base64(match.group(1))
+    except InvalidRequest:
+        raise InvalidRequest("invalid image input") from None
     return match.group(1)
 
 
