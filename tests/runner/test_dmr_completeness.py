@@ -434,3 +434,33 @@ def test_score_vllm_shape(http: httpx.Client, reranker: str) -> None:
     assert len(http.post("/score", json=pairwise).json()["data"]) == 2
     bad = http.post("/score", json={"model": reranker, "text_1": ["a", "b"], "text_2": ["c"]})
     assert bad.status_code == 400
+
+
+def test_repackage_with_a_context_size(http: httpx.Client, tiny_gguf: Path) -> None:
+    archive, model_id = dmr_archive(tiny_gguf)
+    assert http.post("/models/load", content=archive).status_code == 200
+    body = {"target": "ai/small-ctx:v1", "context_size": 300}
+    response = http.post(f"/models/{model_id[7:19]}/repackage", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json() == {
+        "message": 'Model repackaged successfully as "ai/small-ctx:v1"',
+        "source": model_id[7:19],
+        "target": "ai/small-ctx:v1",
+    }
+    new = http.get("/models/ai/small-ctx:v1").json()
+    assert new["id"] != model_id and new["config"]["context_size"] == 300
+    assert http.get(f"/models/{model_id}").json()["config"]["context_size"] == 256  # unchanged
+    chat = {"model": "ai/small-ctx:v1", "messages": [{"role": "user", "content": "hi"}]}
+    assert (
+        http.post("/engines/v1/chat/completions", json=chat | {"max_tokens": 1}).status_code == 200
+    )
+    assert http.get("/engines/ps").json()[0]["model_name"] == "docker.io/ai/small-ctx:v1"
+    # an Ollama model is repackaged as a DMR one
+    upload_and_create(http, tiny_gguf, "ollama-made")
+    made = http.post(
+        "/models/ollama-made/repackage", json={"target": "ai/conv", "context_size": 128}
+    )
+    assert made.status_code == 201
+    assert http.get("/models/ai/conv").json()["config"]["context_size"] == 128
+    assert http.post("/models/ai/none/repackage", json={"target": "x"}).status_code == 404
+    assert http.post("/models/ollama-made/repackage", json={}).text == "target is required\n"

@@ -109,3 +109,21 @@ def docker_artifact(store: ModelStore, record: ModelRecord) -> Manifest:
     digest = store.blobs.put(raw.encode())
     config = Descriptor(media.DOCKER_CONFIG_V01, digest, len(raw.encode()))
     return Manifest.build(config, files, media_type=media.OCI_MANIFEST)
+
+
+def with_context_size(store: ModelStore, record: ModelRecord, context_size: int | None) -> Manifest:
+    """DMR's repackage: the same layers under a config whose ``context_size`` is changed (only a
+    new config blob and manifest are written). A model in another format becomes DMR's first."""
+    if context_size is None:
+        return record.manifest
+    manifest, config = record.manifest, dict(record.config)
+    if manifest.config.media_type not in (media.DOCKER_CONFIG_V01, media.DOCKER_CONFIG_V02):
+        manifest = docker_artifact(store, record)
+        config = json.loads(store.blobs.read(manifest.config.digest))
+    inner = config.get("config")
+    config["config"] = {**(inner if isinstance(inner, dict) else {}), "context_size": context_size}
+    raw = json.dumps(config, separators=(",", ":")).encode()
+    digest = store.blobs.put(raw)
+    body = json.loads(manifest.raw)
+    body["config"] = {**body["config"], "digest": digest, "size": len(raw)}
+    return Manifest.parse(json.dumps(body, separators=(",", ":")).encode())

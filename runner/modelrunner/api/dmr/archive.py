@@ -1,5 +1,6 @@
 """DMR's archive and store-wide routes: ``POST /models/load`` (the tar ``docker model package``
-streams), ``GET /models/{name}/export`` (the same format back) and ``DELETE /models/purge``.
+streams), ``GET /models/{name}/export`` (the same format back), ``POST /models/{name}/repackage``
+(``package --from`` with only a new context size) and ``DELETE /models/purge``.
 
 Registered before the generic ``/models/{name}`` routes, as DMR's mux prefers these patterns.
 """
@@ -15,14 +16,21 @@ from typing import Any
 import anyio
 import anyio.from_thread
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from modelrunner.api.common import services
 from modelrunner.api.dmr.wire import DMRRoute
+from modelrunner.core.dmr_artifact import with_context_size
 from modelrunner.core.inference import InferenceService
-from modelrunner.errors import InvalidName, ModelNotFound, ModelRunnerError, NotFound
-from modelrunner.names import Dialect
+from modelrunner.errors import (
+    InvalidName,
+    InvalidRequest,
+    ModelNotFound,
+    ModelRunnerError,
+    NotFound,
+)
+from modelrunner.names import Dialect, parse
 from modelrunner.store.archive import archive_chunks, read_archive
 from modelrunner.store.models import ModelStore
 
@@ -104,3 +112,31 @@ async def purge(request: Request) -> Response:
     await inference.scheduler.unload_idle()  # their files are about to go
     await anyio.to_thread.run_sync(_store(request).purge)
     return Response(status_code=200)
+
+
+@router.post("/models/{name:path}/repackage")
+async def repackage(name: str, request: Request) -> Response:
+    try:
+        body = json.loads(await request.body())
+    except ValueError as exc:
+        raise InvalidRequest(f"invalid request body: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("invalid request body: not a JSON object")
+    target = body.get("target")
+    if not isinstance(target, str) or not target:
+        raise InvalidRequest("target is required")
+    context = body.get("context_size")
+    if context is not None and (
+        isinstance(context, bool) or not isinstance(context, int) or context < 0
+    ):
+        raise InvalidRequest("invalid request body: context_size must be an unsigned integer")
+    store = _store(request)
+    try:
+        record = await services(request).models.get(name, Dialect.DMR)
+        destination = parse(target, Dialect.DMR)
+    except (ModelNotFound, InvalidName):
+        raise NotFound(f"get model '{json.dumps(name)}': model not found") from None
+    manifest = await anyio.to_thread.run_sync(with_context_size, store, record, context)
+    await anyio.to_thread.run_sync(store.write_manifest, destination, manifest)
+    message = f"Model repackaged successfully as {json.dumps(target)}"
+    return JSONResponse({"message": message, "source": name, "target": target}, status_code=201)
