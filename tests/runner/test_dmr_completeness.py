@@ -320,6 +320,14 @@ def test_push_through_dmr_is_a_dmr_artifact(
         "diff_ids": [x["digest"] for x in manifest["layers"]],
     }
 
+    # `docker model inspect -r` reads it from the registry
+    remote = http.get(f"/models/{dmr_ref}", params={"remote": "true"}).json()
+    assert remote["id"] == sha256(registry.manifest("ai/pushed", "v1").content)
+    assert "tags" not in remote and remote["config"]["context_size"] == 256
+    assert remote["created"] > 1_600_000_000
+    missing = http.get(f"/models/{registry.host}/ai/absent:v1", params={"remote": "true"})
+    assert (missing.status_code, missing.text) == (404, "Model not found\n")
+
     # Ollama's push keeps Ollama's format
     kept = http.post("/api/push", json={"model": ollama_ref, "insecure": True, "stream": False})
     assert kept.status_code == 200, kept.text

@@ -12,6 +12,7 @@ leaves a half-registered model (partial files stay for the next pull to resume).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from modelrunner.core.dmr_artifact import docker_artifact
 from modelrunner.errors import InvalidRequest
 from modelrunner.names import Dialect, ModelName
 from modelrunner.registry.auth import Credentials, CredentialStore, lookup_in
-from modelrunner.registry.client import RegistryClient
+from modelrunner.registry.client import RegistryClient, raise_for_status
 from modelrunner.registry.config import TransferConfig
 from modelrunner.registry.download import BlobDownload, Downloader
 from modelrunner.registry.errors import UnsupportedArtifact
@@ -205,6 +206,28 @@ class TransferService:
         if removed:
             yield TransferEvent("removing unused layers")
         yield TransferEvent("success", "success")
+
+    async def inspect_remote(
+        self,
+        ref: str,
+        dialect: Dialect,
+        *,
+        bearer_token: str | None = None,
+        registry_auth: dict[str, Any] | None = None,
+    ) -> tuple[Manifest, dict[str, Any]]:
+        """A model's manifest and config JSON in its registry, without pulling it (DMR's
+        ``GET /models/{name}?remote=true``)."""
+        target = resolve(ref, dialect, insecure_registries=self.insecure_registries)
+        client = self._client(target, bearer_token, registry_auth, "pull")
+        manifest = Manifest.parse(await client.get_manifest())
+        check_model_artifact(manifest)
+        response = await client.send("GET", client.url(f"blobs/{manifest.config.digest}"))
+        raise_for_status(response, "fetch model config")
+        try:
+            config = json.loads(response.content)
+        except ValueError:
+            config = {}
+        return manifest, config if isinstance(config, dict) else {}
 
     # -- push ----------------------------------------------------------------------------------
 

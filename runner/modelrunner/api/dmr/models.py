@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime
 from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from modelrunner.api.common import services
+from modelrunner.api.common import registry_auth, services
 from modelrunner.api.dmr.wire import DMRRoute
 from modelrunner.core.model_info import docker_config
+from modelrunner.core.transfer import TransferService
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
 from modelrunner.names import Dialect
+from modelrunner.registry.errors import ManifestNotFound
 from modelrunner.store.manifests import is_untagged
 from modelrunner.store.records import ModelRecord
 
@@ -52,7 +56,35 @@ async def list_models(request: Request) -> list[dict[str, Any]]:
 
 @router.get("/models/{name:path}")
 async def get_model(name: str, request: Request) -> dict[str, Any]:
+    if request.query_params.get("remote", "").lower() in ("1", "t", "true"):
+        return await _remote(request, name)
     return await _object(request, await _record(request, name))
+
+
+async def _remote(request: Request, name: str) -> dict[str, Any]:
+    """``docker model inspect -r``: the model in its registry (no local tags)."""
+    svc = services(request)
+    transfers = TransferService.shared(svc.extra, svc.models.store, svc.settings)
+    try:
+        manifest, config = await transfers.inspect_remote(
+            name, Dialect.DMR, registry_auth=registry_auth(request)
+        )
+    except InvalidName:
+        raise InvalidRequest("Invalid model reference") from None
+    except ManifestNotFound:
+        raise NotFound("Model not found") from None
+    created = 0
+    descriptor = config.get("descriptor")
+    if isinstance(descriptor, dict) and isinstance(descriptor.get("created"), str):
+        with contextlib.suppress(ValueError):
+            stamp = descriptor["created"].replace("Z", "+00:00")
+            created = int(datetime.fromisoformat(stamp).timestamp())
+    inner = config.get("config")
+    return {
+        "id": manifest.digest,
+        "created": created,
+        "config": inner if isinstance(inner, dict) else {},
+    }
 
 
 @router.delete("/models/{name:path}")
