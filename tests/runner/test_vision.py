@@ -24,6 +24,7 @@ from modelrunner.errors import InvalidRequest
 from modelrunner.settings import Settings
 from tests.conftest import sha256_file, upload_and_create
 from tests.support.server import LiveServer
+from tests.support.tiny_model import N_EMBD as TEXT_EMBD
 from tests.support.tiny_vision import IMAGE_TOKENS, png, write_tiny_projector
 
 GREEDY = {"temperature": 0, "num_predict": 6, "seed": 1}
@@ -69,9 +70,12 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def test_the_projector_layer_makes_a_vision_model(ask: ollama.Client) -> None:
+def test_the_projector_layer_makes_a_vision_model(ask: ollama.Client, http: httpx.Client) -> None:
     shown = ask.show("seer")
     assert "vision" in (shown.capabilities or [])
+    info = http.post("/api/show", json={"model": "seer"}).json()["projector_info"]
+    assert info["general.architecture"] == "clip" and info["clip.projector_type"] == "mlp"
+    assert info["clip.vision.projection_dim"] == TEXT_EMBD
     assert "vision" not in (ask.show("blind").capabilities or [])
 
 

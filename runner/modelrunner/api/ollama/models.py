@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -26,6 +27,7 @@ from modelrunner.names import Dialect, parse
 from modelrunner.options import check_options, merge_parameters
 from modelrunner.registry.errors import ManifestNotFound
 from modelrunner.store.create import CreateSpec
+from modelrunner.store.gguf_info import read_gguf
 from modelrunner.store.modelfile import (
     RenderInput,
     parse_modelfile,
@@ -116,6 +118,9 @@ async def show(request: Request) -> dict[str, Any]:
         out["tensors"] = [
             {"name": t.name, "type": t.type, "shape": list(t.shape)} for t in info.tensors
         ]
+    if record.projectors:  # a vision model: the projector GGUF's key/value map too
+        projector = await anyio.to_thread.run_sync(read_gguf, record.projectors[0])
+        out["projector_info"] = projector.model_info(verbose=body.verbose)
     if record.requires:
         out["requires"] = record.requires
     return {k: v for k, v in out.items() if v not in (None, "")}
