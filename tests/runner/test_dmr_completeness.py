@@ -472,3 +472,13 @@ def test_repackage_with_a_context_size(http: httpx.Client, tiny_gguf: Path) -> N
     assert http.get("/models/ai/conv").json()["config"]["context_size"] == 128
     assert http.post("/models/ai/none/repackage", json={"target": "x"}).status_code == 404
     assert http.post("/models/ollama-made/repackage", json={}).text == "target is required\n"
+
+
+def test_install_and_uninstall_backend(http: httpx.Client) -> None:
+    assert http.post("/engines/install-backend", json={"backend": "llama.cpp"}).status_code == 200
+    vllm = http.post("/engines/install-backend", json={"backend": "vllm", "version": "latest"})
+    assert (vllm.status_code, vllm.text) == (404, "backend not found\n")
+    empty = http.post("/engines/uninstall-backend", json={})
+    assert (empty.status_code, empty.text) == (400, "invalid request: backend is required\n")
+    built_in = http.post("/engines/uninstall-backend", json={"backend": "llama.cpp"})
+    assert built_in.status_code == 500 and "built into this runner" in built_in.text

@@ -1,8 +1,11 @@
-"""DMR's service routes: ``GET /version`` and ``GET /logs?follow=&no-engines=`` (plain text: the
-recent log lines, then with ``follow`` every new one until the client leaves)."""
+"""DMR's service routes: ``GET /version``, ``GET /logs?follow=&no-engines=`` (plain text: the
+recent log lines, then with ``follow`` every new one until the client leaves), and
+``POST /engines/install-backend`` / ``uninstall-backend`` (llama.cpp is built in; DMR's other
+backends are not part of this runner)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
@@ -12,10 +15,11 @@ from modelrunner import __version__
 from modelrunner.api.common import services
 from modelrunner.api.dmr.wire import DMRRoute
 from modelrunner.core.logbuffer import LogBuffer
-from modelrunner.errors import InvalidRequest, ModelRunnerError
+from modelrunner.errors import InvalidRequest, ModelRunnerError, NotFound
 
 router = APIRouter(route_class=DMRRoute)
 LOGS_KEY = "logs"
+BACKEND = "llama.cpp"
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
@@ -61,3 +65,30 @@ async def logs(request: Request) -> Response:
             await buffer.wait(last, seconds=1.0)
 
     return StreamingResponse(lines(), media_type="text/plain")
+
+
+async def _backend(request: Request) -> str:
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        body = None
+    backend = body.get("backend") if isinstance(body, dict) else None
+    if not isinstance(backend, str) or not backend:
+        raise InvalidRequest("invalid request: backend is required")
+    if backend != BACKEND:  # vllm, mlx, sglang, diffusers: not part of this runner
+        raise NotFound("backend not found")
+    return backend
+
+
+@router.post("/engines/install-backend")
+async def install_backend(request: Request) -> Response:
+    await _backend(request)  # llama.cpp is built in: already installed
+    return Response(status_code=200)
+
+
+@router.post("/engines/uninstall-backend")
+async def uninstall_backend(request: Request) -> Response:
+    backend = await _backend(request)
+    raise ModelRunnerError(
+        f"backend uninstall failed: {backend} is built into this runner and cannot be removed"
+    )
