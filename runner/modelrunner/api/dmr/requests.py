@@ -29,7 +29,8 @@ from modelrunner.names import Dialect
 router = APIRouter(route_class=DMRRoute)
 KEY = "dmr_requests"
 PER_MODEL = 10
-MAX_BODY = 10 << 20
+MAX_BODY = 10 << 20  # DMR's request limit: larger ones are not recorded
+MAX_ANSWER = 1 << 20  # what is kept of an answer (records stay in memory)
 MAX_MEDIA = 100
 _PATHS = re.compile(
     r"^(?:/engines(?:/[^/]+)?|/anthropic)?(?:/v1)?/"
@@ -264,7 +265,7 @@ class RequestRecorder:
         async def capture(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status_code = int(message["status"])
-            elif message["type"] == "http.response.body" and len(answer) < MAX_BODY:
+            elif message["type"] == "http.response.body" and len(answer) < MAX_ANSWER:
                 answer.extend(message.get("body", b""))
             await send(message)
 
