@@ -5,6 +5,10 @@ imported the Ollama way (both GGUFs in ``files``), asked with the official ``oll
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
+import json
+import tarfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -301,3 +305,59 @@ def test_ps_counts_the_projector(ask: ollama.Client, tiny_gguf: Path) -> None:
     loaded = {m.model: m.size for m in ask.ps().models}
     projector = write_tiny_projector(tiny_gguf.parent / "ps-mmproj.gguf")
     assert loaded["seer:latest"] == tiny_gguf.stat().st_size + projector.stat().st_size
+
+
+def test_a_dmr_artifact_with_an_mmproj_layer_sees(
+    server: LiveServer, http: httpx.Client, tiny_gguf: Path
+) -> None:
+    """``docker model package --gguf m.gguf --mmproj p.gguf`` loaded through /models/load."""
+    projector = write_tiny_projector(tiny_gguf.parent / "dmr-mmproj.gguf")
+    blobs = {
+        "application/vnd.docker.ai.gguf.v3": tiny_gguf.read_bytes(),
+        "application/vnd.docker.ai.mmproj": projector.read_bytes(),
+    }
+    layers = [
+        {"mediaType": kind, "digest": _sha256(data), "size": len(data)}
+        for kind, data in blobs.items()
+    ]
+    config = json.dumps({
+        "config": {"format": "gguf", "architecture": "llama"},
+        "rootfs": {"type": "rootfs", "diff_ids": [layer["digest"] for layer in layers]},
+    }).encode()  # fmt: skip
+    manifest = json.dumps({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.docker.ai.model.config.v0.1+json",
+                   "digest": _sha256(config), "size": len(config)},
+        "layers": layers,
+    }).encode()  # fmt: skip
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, data in [
+            *((f"blobs/sha256/{_sha256(d)[7:]}", d) for d in [*blobs.values(), config]),
+            ("manifest.json", manifest),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    headers = {"Content-Type": "application/x-tar"}
+    loaded = http.post("/models/load", content=archive.getvalue(), headers=headers)
+    assert loaded.status_code == 200, loaded.text
+    model_id = _sha256(manifest)
+    tagged = http.post(f"/models/{model_id}/tag", params={"repo": "ai/seer", "tag": "v1"})
+    assert tagged.status_code == 201, tagged.text
+    url = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(NOISE)}"}}
+
+    def prompt_tokens(*parts: Any) -> int:
+        content = [{"type": "text", "text": "hi"}, *parts]
+        body = {"model": "ai/seer:v1", "messages": [{"role": "user", "content": content}],
+                "max_tokens": 2}  # fmt: skip
+        reply = http.post("/engines/v1/chat/completions", json=body)
+        assert reply.status_code == 200, reply.text
+        return int(reply.json()["usage"]["prompt_tokens"])
+
+    assert IMAGE_TOKENS <= prompt_tokens(url) - prompt_tokens() <= IMAGE_TOKENS + 4
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
