@@ -81,6 +81,9 @@ def test_the_projector_layer_makes_a_vision_model(ask: ollama.Client, http: http
     assert info["general.architecture"] == "clip" and info["clip.projector_type"] == "mlp"
     assert info["clip.vision.projection_dim"] == TEXT_EMBD
     assert "vision" not in (ask.show("blind").capabilities or [])
+    # A model made from it keeps the projector layer.
+    ask.create(model="seer-terse", from_="seer", system="Answer briefly.")
+    assert "vision" in (ask.show("seer-terse").capabilities or [])
 
 
 def test_an_image_adds_its_tokens_to_the_prompt(ask: ollama.Client) -> None:
