@@ -8,7 +8,7 @@ PIP := $(PY) -m pip
 LLAMA_CPP_VERSION := 0.3.36
 WHEELS ?= $(HOME)/.cache/modelrunner/wheels
 
-.PHONY: dev run up down test test-fast lint lint-chart chart-sync bench cluster cluster-down clean
+.PHONY: dev run up down test test-fast lint lint-chart chart-sync bench cluster cluster-down images clean
 
 dev: $(VENV)/.installed
 
@@ -65,6 +65,11 @@ bench: dev
 
 cluster:
 	hack/cluster.sh up
+
+# The runner and operator images from their Dockerfiles (buildah, no Docker daemon; root), pushed to
+# $MODELRUNNER_REGISTRY; reuses the llama-cpp-python wheel of make dev (hack/images.sh).
+images:
+	WHEELS=$(WHEELS) hack/images.sh
 
 cluster-down:
 	hack/cluster.sh down

