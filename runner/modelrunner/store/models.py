@@ -191,8 +191,12 @@ class ModelStore:
             return name
 
     def untagged(self) -> list[ModelRecord]:
-        names = [n for n in self.manifests.names(hidden=True) if is_untagged(n)]
-        return [self.load(n) for n in names]
+        records = []
+        for name in self.manifests.names(hidden=True):
+            if is_untagged(name):
+                with contextlib.suppress(Exception):  # as records(): one broken file hides alone
+                    records.append(self.load(name))
+        return records
 
     def discard(self, digests: Iterable[str]) -> list[str]:
         """Delete blobs that no manifest uses (what a failed import left behind)."""
