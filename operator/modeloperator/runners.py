@@ -62,19 +62,25 @@ async def _set_gate(ctx: Context, instance: Instance, namespace: str, gate: Gate
 async def _converge_all(
     ctx: Context, instance: Instance, models: list[dict[str, Any]], others: list[Any]
 ) -> list[InstanceResult]:
-    """Every selected Model onto one new replica, one after another."""
+    """Every selected Model onto one new replica, one after another; those waiting for another
+    Model (a copy or a Modelfile of one converged later in the list) get another pass while
+    passes make progress."""
     namespace = instance.pod["metadata"]["namespace"] if instance.pod else ""
-    results = []
-    for body in models:
-        view = model_view(body)
-        needed = references_in_use(others, exclude=view.name)
-        try:
-            auth = await pull_auth(ctx, namespace, view)
-        except SecretError as exc:
-            results.append(InstanceResult(instance, "Waiting", f"pullSecretRef: {exc}"))
-            continue
-        results.append(await converge_instance(ctx, instance, view, needed, _quiet, auth))
-    return results
+    results: dict[str, InstanceResult] = {}
+    todo = models
+    while todo:
+        for body in todo:
+            view = model_view(body)
+            needed = references_in_use(others, exclude=view.name)
+            try:
+                auth = await pull_auth(ctx, namespace, view)
+            except SecretError as exc:
+                results[view.name] = InstanceResult(instance, "Waiting", f"pullSecretRef: {exc}")
+                continue
+            results[view.name] = await converge_instance(ctx, instance, view, needed, _quiet, auth)
+        waiting = [m for m in todo if results[m["metadata"]["name"]].state == "Waiting"]
+        todo = waiting if len(waiting) < len(todo) else []
+    return [results[m["metadata"]["name"]] for m in models]
 
 
 async def admit(ctx: Context, runner: dict[str, Any], instances: list[Instance]) -> list[Instance]:

@@ -110,7 +110,8 @@ class Operator:
 
     def start(self) -> Operator:
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, MODELOPERATOR_RECONCILE_INTERVAL=INTERVAL,
-                   MODELOPERATOR_PROGRESS_INTERVAL="0.2", **self.env)  # fmt: skip
+                   MODELOPERATOR_PROGRESS_INTERVAL="0.2")  # fmt: skip
+        env.update(self.env)  # a test may override the defaults above
         handle = self.log.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "modeloperator.cli", "--standalone", "--namespace", self.namespace],
