@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import upload_and_create
 
-USER = [{"role": "user", "content": "hello"}]
+USER: Any = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture

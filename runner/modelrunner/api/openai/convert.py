@@ -8,7 +8,6 @@ effort becomes ``think``. Responses are OpenAI's objects built from core ``Chunk
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import re
 import struct
@@ -34,7 +33,6 @@ from modelrunner.names import Dialect
 from modelrunner.store.records import ModelRecord
 
 SYSTEM_FINGERPRINT = "fp_modelrunner"
-MAX_CHOICES = 128  # OpenAI's limit on ``n``
 _DATA_URL = re.compile(r"^data:(?:image/(?:jpeg|jpg|png|webp))?;base64,(.*)$", re.DOTALL)
 _EFFORTS: dict[str, bool | str] = {
     "none": False,
@@ -83,25 +81,6 @@ def context_size(body: SamplingFields) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidRequest(f"invalid num_ctx: {value!r} (must be a positive integer)")
     return value
-
-
-def choice_count(body: SamplingFields) -> int:
-    n = 1 if body.n is None else body.n
-    if not 1 <= n <= MAX_CHOICES:
-        raise InvalidRequest(f"invalid n: {n} (must be between 1 and {MAX_CHOICES})")
-    return n
-
-
-def variants(req: InferenceRequest, n: int) -> list[InferenceRequest]:
-    """``n`` independent generations of one request; a fixed seed moves by one per choice so
-    that the choices differ yet the whole answer stays reproducible."""
-    out = [req]
-    for i in range(1, n):
-        options = dict(req.options)
-        if isinstance(options.get("seed"), int):
-            options["seed"] += i
-        out.append(dataclasses.replace(req, options=options))
-    return out
 
 
 def response_format(value: ResponseFormat | None) -> Any:
@@ -233,11 +212,6 @@ def chat_request(body: ChatCompletionRequest, dialect: Dialect) -> InferenceRequ
     )
 
 
-def chat_requests(body: ChatCompletionRequest, dialect: Dialect) -> list[InferenceRequest]:
-    """One request per choice (``n``)."""
-    return variants(chat_request(body, dialect), choice_count(body))
-
-
 def prompts(body: CompletionRequest) -> list[str]:
     if isinstance(body.prompt, str):
         return [body.prompt]
@@ -259,12 +233,6 @@ def completion_request(
         top_logprobs=body.logprobs or 0,
         api="openai",
     )
-
-
-def completion_requests(body: CompletionRequest, dialect: Dialect) -> list[InferenceRequest]:
-    """``n`` requests per prompt, prompt by prompt: choice ``i * n + j`` is prompt i's j-th."""
-    n = choice_count(body)
-    return [req for p in prompts(body) for req in variants(completion_request(body, dialect, p), n)]
 
 
 def embedding_inputs(raw: Any) -> list[str]:

@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from modelrunner.api.common import collect, read_model, services
+from modelrunner.api.common import read_model, services
 from modelrunner.api.openai import convert
+from modelrunner.api.openai.choices import (
+    Choices,
+    Renderer,
+    chat_requests,
+    choice_count,
+    completion_requests,
+)
 from modelrunner.api.openai.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -20,7 +27,7 @@ from modelrunner.api.openai.schemas import (
 )
 from modelrunner.api.openai.wire import OpenAIRoute, sse_stream
 from modelrunner.core.inference import InferenceService, Session
-from modelrunner.core.types import Chunk, InferenceRequest
+from modelrunner.core.types import Chunk
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
 from modelrunner.names import Dialect
 
@@ -28,12 +35,6 @@ T = TypeVar("T")
 BACKENDS = ("llama.cpp",)
 
 api = APIRouter(route_class=OpenAIRoute)
-
-
-class Renderer(Protocol):
-    def start(self) -> list[dict[str, Any]]: ...
-
-    def feed(self, chunk: Chunk) -> list[dict[str, Any]]: ...
 
 
 def inference(request: Request) -> InferenceService:
@@ -73,50 +74,6 @@ async def events(session: Session, renderer: Renderer) -> AsyncIterator[dict[str
             yield item
 
 
-class Choices:
-    """Several choices (``n``, list prompts), each its own generation, run one after another: a
-    session holds a slot of the model until it ends, so opening them all at once could wait on
-    itself. The first is opened before the response starts, so its errors get a status code."""
-
-    def __init__(self, request: Request, reqs: list[InferenceRequest]) -> None:
-        self.request = request
-        self.reqs = reqs
-
-    async def open(self, i: int) -> Session:
-        req = self.reqs[i]
-        return await found(req.model, inference(self.request).open(req))
-
-    async def collect(self, first: Session) -> list[Chunk]:
-        finals = [await collect(self.request, first)]
-        for i in range(1, len(self.reqs)):
-            finals.append(await collect(self.request, await self.open(i)))
-        return finals
-
-    async def stream(
-        self,
-        first: Session,
-        renderer: Callable[[int], Renderer],
-        tail: Callable[[list[Chunk]], Any],
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Each choice's chunks in turn; ``tail`` renders the merged usage (or nothing)."""
-        finals: list[Chunk] = []
-        session: Session | None = first
-        for i in range(len(self.reqs)):
-            session = session or await self.open(i)
-            render = renderer(i)
-            for item in render.start():
-                yield item
-            async for chunk in session.chunks():
-                if chunk.done:
-                    finals.append(chunk)
-                for item in render.feed(chunk):
-                    yield item
-            session = None
-        last = tail(finals)
-        if last is not None:
-            yield last
-
-
 @api.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
     dialect = dialect_of(request)
@@ -149,8 +106,8 @@ async def chat_completions(request: Request) -> Response:
     if request.headers.get("x-preload-only", "").lower() == "true":
         await found(body.model, inference(request).preload(body.model, dialect, None))
         return Response(status_code=200)
-    choices = Choices(request, convert.chat_requests(body, dialect))
-    session = await choices.open(0)
+    choices = Choices(request, chat_requests(body, dialect), inference(request).open)
+    session = await found(body.model, choices.open(0))
     info = meta("chatcmpl", body.model, body.include_usage)
     if not body.stream:
         return JSONResponse(convert.chat_completion(info, await choices.collect(session)))
@@ -178,9 +135,9 @@ async def completions(request: Request) -> Response:
     body = await read_model(request, CompletionRequest)
     if not body.model:
         raise InvalidRequest("model is required")
-    choices = Choices(request, convert.completion_requests(body, dialect))
-    per_prompt = convert.choice_count(body)
-    session = await choices.open(0)
+    choices = Choices(request, completion_requests(body, dialect), inference(request).open)
+    per_prompt = choice_count(body)
+    session = await found(body.model, choices.open(0))
     info = meta("cmpl", body.model, body.include_usage)
     if not body.stream:
         finals = await choices.collect(session)
