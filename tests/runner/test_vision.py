@@ -104,6 +104,11 @@ def test_the_output_depends_on_the_image(ask: ollama.Client) -> None:
         return str(ask.generate(model="seer", prompt="hi", images=[image], options=GREEDY).response)
 
     red, noise = answer(RED), answer(NOISE)
+    # An image longer than the batch is decoded in parts (one per step on the batched engine).
+    small = ask.generate(
+        model="seer", prompt="hi", images=[RED], options={**GREEDY, "num_batch": 8}
+    )
+    assert small.response == red
     assert red == answer(RED)  # greedy: the same image gives the same answer (cache or not)
     assert red != noise
     assert answer(png(32, 32, (0, 0, 255))) != red
@@ -220,7 +225,8 @@ def test_base64_follows_go() -> None:
 def test_image_spans() -> None:
     media = Media([ImageSpan(2, np.zeros((4, 8), np.float32), non_causal=True)])
     assert media.text_end(0, 10) == 2 and media.text_end(6, 10) == 10
-    assert media.span_at(2) is media.spans[0] and media.span_at(3) is None
+    assert media.span_at(2) is media.span_at(5) is media.spans[0] and media.span_at(6) is None
+    assert media.text_end(3, 10) == 3  # inside the image: no text to take
     assert media.align(4) == 2 and media.align(6) == 6  # a cached prefix never cuts an image
     assert media.shifted(3).spans[0].start == 5
     media.check_batch(4)

@@ -530,7 +530,8 @@ class BatchedLlamaModel:
 
     def _decode_images(self) -> None:
         """Decode the image of every prefilling request whose next prompt part is one (an
-        embedding batch cannot carry tokens, so each image is a decode of its own)."""
+        embedding batch cannot carry tokens, so each image is a decode of its own); a long
+        image with causal attention, a batch of rows per step, so other streams keep going."""
         batch = self._embd_batch
         if batch is None:
             return
@@ -539,16 +540,23 @@ class BatchedLlamaModel:
             span = r.media.span_at(r.done) if r.media is not None else None
             if span is None or r.slot is None:
                 continue
-            last = span.end == len(r.prompt)
+            first = r.done - span.start
+            count = span.n_tokens - first
+            if not span.non_causal:
+                count = min(count, batch.capacity)
+            stop = r.done + count
+            last = stop == len(r.prompt)
             native.set_embeddings(False)
-            rc, index = decode_span(native.ctx, batch, span, r.slot.seq, logits_last=last)
+            rc, index = decode_span(
+                native.ctx, batch, span, r.slot.seq, logits_last=last, first=first, count=count
+            )
             self.steps += 1
             if rc != 0:
                 self._fail_requests([r], ModelRunnerError(f"llama_decode failed ({rc})"))
                 continue
-            r.slot.cached.extend(r.prompt[span.start : span.end])
-            r.done = span.end
-            self.prompt_tokens_evaluated += span.n_tokens
+            r.slot.cached.extend(r.prompt[r.done : stop])
+            r.done = stop
+            self.prompt_tokens_evaluated += count
             if last:
                 self._prefilling.remove(r)
                 r.index = index

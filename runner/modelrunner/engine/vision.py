@@ -67,11 +67,13 @@ class Media:
         return Media([ImageSpan(s.start + offset, s.embd, s.non_causal) for s in self.spans])
 
     def span_at(self, pos: int) -> ImageSpan | None:
-        return next((s for s in self.spans if s.start == pos), None)
+        """The image whose placeholders cover position ``pos``."""
+        return next((s for s in self.spans if s.start <= pos < s.end), None)
 
     def text_end(self, pos: int, end: int) -> int:
-        """Where the text run starting at ``pos`` stops: the next image, or ``end``."""
-        return min([s.start for s in self.spans if s.start >= pos] + [end])
+        """Where the text run starting at ``pos`` stops: the next image (``pos`` itself inside
+        one), or ``end``."""
+        return min([max(s.start, pos) for s in self.spans if s.end > pos] + [end])
 
     def check_batch(self, n_ubatch: int) -> None:
         """An image with non-causal attention must be decoded in one micro-batch."""
@@ -270,23 +272,31 @@ class EmbdBatch:
 
 
 def decode_span(
-    ctx: Any, batch: EmbdBatch, span: ImageSpan, seq: int, *, logits_last: bool
+    ctx: Any,
+    batch: EmbdBatch,
+    span: ImageSpan,
+    seq: int,
+    *,
+    logits_last: bool,
+    first: int = 0,
+    count: int | None = None,
 ) -> tuple[int, int]:
-    """Decode a whole image into sequence ``seq`` at positions ``span.start...``, in batches of
-    the batch's capacity (an image with non-causal attention must fit one). Returns llama.cpp's
+    """Decode rows ``first...first+count`` of an image (all of it by default) into sequence
+    ``seq`` at their prompt positions, in batches of the batch's capacity (an image with
+    non-causal attention is decoded whole, in one: ``Media.check_batch``). Returns llama.cpp's
     status (0: ok) and, with ``logits_last``, the batch index of the last row's logits."""
-    n_total = span.n_tokens
+    stop = span.n_tokens if count is None else first + count
     last = -1
     if span.non_causal:
         llama_cpp.llama_set_causal_attn(ctx, False)
     try:
-        for a in range(0, n_total, batch.capacity):
-            n = min(batch.capacity, n_total - a)
+        for a in range(first, stop, batch.capacity):
+            n = min(batch.capacity, stop - a)
             batch.embd[:n] = span.embd[a : a + n]
             batch.pos[:n] = np.arange(span.start + a, span.start + a + n, dtype=np.int32)
             batch.seq[:n] = seq
             batch.logits[:n] = 0
-            if logits_last and a + n == n_total:
+            if logits_last and a + n == stop:
                 batch.logits[n - 1] = 1
             batch.struct.n_tokens = n
             rc = int(llama_cpp.llama_decode(ctx, batch.struct))
