@@ -30,8 +30,13 @@ GATE = "modelrunner.io/models-ready"
 
 
 def gate_of(kubectl: Kubectl, pod: str, namespace: str) -> dict[str, Any]:
-    obj = kubectl.json("get", "pod", pod, namespace=namespace)
-    conditions = (obj.get("status") or {}).get("conditions") or []
+    """The pod's gate condition; empty while the pod does not exist (yet)."""
+    found = kubectl.json(
+        "get", "pods", f"--field-selector=metadata.name={pod}", namespace=namespace
+    )
+    if not found["items"]:
+        return {}
+    conditions = (found["items"][0].get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == GATE), {})
 
 
