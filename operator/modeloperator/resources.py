@@ -19,9 +19,10 @@ GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 # The pod condition the operator sets once the pod holds its models (instances.py, gate.py):
 # the pod is Ready, and in the Service's endpoints, only when it is True.
 MODELS_READY = "modelrunner.io/models-ready"
-# Requests when the ModelRunner names neither a request nor a limit for CPU or memory: enough
-# for a small model on CPU, and a real request so the scheduler does not stack runners.
-DEFAULT_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+# Requests when the ModelRunner names neither a request nor a limit for CPU or memory: a floor
+# for scheduling (a small model on CPU; no limit, so a pod may use more), small enough that two
+# replicas and the cluster's own pods fit on a 2-CPU node for a rolling update.
+DEFAULT_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
 # SIGTERM comes after the preStop sleep, once endpoints no longer list the pod; the runner then
 # finishes in-flight streams for up to MODEL_RUNNER_SHUTDOWN_TIMEOUT (30 s by default), so the
 # grace period covers both with room for the process to exit.
