@@ -24,9 +24,11 @@ MODELS_READY = "modelrunner.io/models-ready"
 # replicas and the cluster's own pods fit on a 2-CPU node for a rolling update.
 DEFAULT_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
 # SIGTERM comes after the preStop sleep, once endpoints no longer list the pod; the runner then
-# finishes in-flight streams for up to MODEL_RUNNER_SHUTDOWN_TIMEOUT (30 s by default), so the
-# grace period covers both with room for the process to exit.
+# finishes in-flight requests for up to SHUTDOWN_SECONDS (MODEL_RUNNER_SHUTDOWN_TIMEOUT), ends
+# the generations still running and exits within a few more seconds; the grace period covers all
+# of it before the kubelet's SIGKILL.
 PRESTOP_SLEEP_SECONDS = 5
+SHUTDOWN_SECONDS = 30
 TERMINATION_GRACE_SECONDS = 60
 
 
@@ -88,6 +90,7 @@ def _engine_env(engine: dict[str, Any]) -> list[dict[str, str]]:
     env = [
         {"name": "MODEL_RUNNER_MODELS", "value": STORE_PATH},
         {"name": "MODEL_RUNNER_LISTEN", "value": f"0.0.0.0:{OLLAMA_PORT},0.0.0.0:{DMR_PORT}"},
+        {"name": "MODEL_RUNNER_SHUTDOWN_TIMEOUT", "value": str(SHUTDOWN_SECONDS)},
     ]
     mapping = {
         "contextSize": "MODEL_RUNNER_CONTEXT_SIZE",

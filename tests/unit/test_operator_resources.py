@@ -167,7 +167,9 @@ def test_runner_pod_is_fit_for_a_real_kubelet() -> None:
     assert pod["securityContext"]["runAsUser"] == 1000 and pod["securityContext"]["fsGroup"] == 1000
     # preStop sleep (endpoints drop the pod), then up to 30 s of draining inside the grace period.
     assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
-    assert pod["terminationGracePeriodSeconds"] >= 5 + 30 + 10
+    env = {e["name"]: e["value"] for e in container["env"]}
+    shutdown = float(env["MODEL_RUNNER_SHUTDOWN_TIMEOUT"])
+    assert pod["terminationGracePeriodSeconds"] >= 5 + shutdown + 10
     startup, ready, live = (
         container[k] for k in ("startupProbe", "readinessProbe", "livenessProbe")
     )
