@@ -38,7 +38,7 @@ test: dev
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test-fast: dev
-	$(PY) -m pytest -m "not slow and not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow and not cluster and not images" $(PYTEST_ARGS)
 
 lint: dev
 	$(VENV)/bin/ruff check runner operator tests bench
