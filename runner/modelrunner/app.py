@@ -130,8 +130,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(dmr_requests.router)
     app.include_router(dmr_service.router)
     app.include_router(openai_routes.router)
-    app.include_router(anthropic_routes.router)
     app.include_router(openai_responses.router)
+    app.include_router(anthropic_routes.router)
     app.include_router(system.router)
 
     @app.exception_handler(StarletteHTTPException)

@@ -23,10 +23,12 @@ from modelrunner.core.textstream import (
     strip_thinking,
 )
 from modelrunner.core.types import Chunk, EmbedResult, InferenceRequest, Timings
+from modelrunner.core.vision import decode_base64, place_markers, tag_messages, tag_prompt
 from modelrunner.engine.base import Generation, LoadOptions, Sampling, TokenOut
 from modelrunner.engine.grammar import grammar_for
 from modelrunner.engine.prompts import PromptSource, chat_prompt, generate_prompt
-from modelrunner.errors import InvalidRequest, Unsupported
+from modelrunner.engine.vision import MARKER, Media, VisionModel
+from modelrunner.errors import InvalidRequest, ModelRunnerError, Unsupported
 from modelrunner.metrics import Metrics
 from modelrunner.names import Dialect
 from modelrunner.options import DEFAULTS, check_options
@@ -126,29 +128,8 @@ class InferenceService:
     async def open(self, req: InferenceRequest) -> Session:
         started = time.perf_counter_ns()
         record = await self.record(req.model, req.dialect)
-        caps = record.capabilities()
-        name = record.display()
-        if "completion" not in caps:
-            raise Unsupported(f'"{name}" does not support generate')
-        if req.tools and "tools" not in caps:
-            raise Unsupported(f"{record.name} does not support tools")
-        if req.images and "vision" not in caps:
-            raise Unsupported(f'"{name}" does not support images')
-        if req.images:
-            # The projector is stored and reported, but the engine does not run it yet: refuse
-            # rather than answer as if the image had been seen.
-            raise Unsupported("image input is not supported by this runner yet")
-        if req.suffix and "insert" not in caps:
-            raise Unsupported(f'"{name}" does not support insert')
-        think = req.think
-        if think not in (None, False) and "thinking" not in caps:
-            raise Unsupported(f'"{name}" does not support thinking')
-        if think is None and "thinking" in caps:
-            think = True
-        if req.raw and (req.template or req.system or req.context):
-            raise InvalidRequest("raw mode does not support template, system, or context")
-        if not 0 <= req.top_logprobs <= 20:
-            raise InvalidRequest("top_logprobs must be between 0 and 20")
+        think = self._check(record, req)
+        images = [decode_base64(image) for image in request_images(req)]
         request_opts = check_options(req.options)
         opts = {**record.parameters, **request_opts}
         sampling = _sampling(opts, grammar_for(req.format), req)
@@ -160,18 +141,75 @@ class InferenceService:
             )
             model = lease.runner.model
             text = self._prompt(record, req, think, model)
-            tokens = model.tokenize(text, add_bos=not _starts_with_bos(text, model))
-            if req.context and not req.is_chat:
-                tokens = list(req.context) + tokens
-            generation = model.generate(tokens, sampling)
+            lead = model.tokenize("", add_bos=True)  # [BOS] for models that want one
+            media: Media | None = None
+            if images:
+                tokens, media = await _media_prompt(model, text, images, lead, req)
+            elif req.context and not req.is_chat:
+                # A continuation: one BOS, the earlier turns, then the new text (as Ollama
+                # tokenizes the detokenized context plus the prompt).
+                earlier = _without_lead(list(req.context), lead)
+                tokens = lead + earlier + model.tokenize(text, add_bos=False)
+            else:
+                tokens = model.tokenize(text, add_bos=not _starts_with_bos(text, model))
+            generation = _generate(model, tokens, sampling, media)
         except BaseException:
             await stack.aclose()
             raise
+        name = record.display()
         self.metrics.requests.labels(name, req.api, "chat" if req.is_chat else "generate").inc()
         opened = bool(think) and text.rstrip().endswith("<think>")
-        return Session(
+        session = Session(
             self, req, record, lease, stack, generation, tokens, opts, think, opened, started
         )
+        session.lead = len(lead) if lead and tokens[: len(lead)] == lead else 0
+        return session
+
+    async def render(self, req: InferenceRequest) -> str:
+        """Ollama's ``_debug_render_only``: the prompt the model would get, without running it
+        (the model is loaded, as Ollama loads it, for its tokenizer)."""
+        record = await self.record(req.model, req.dialect)
+        think = self._check(record, req)
+        load = self.load_options(record, check_options(req.options), embedding=False)
+        async with self._lease(record, load, req.keep_alive) as lease:
+            model = lease.runner.model
+            text = self._prompt(record, req, think, model)
+            if req.context and not req.is_chat:
+                lead = model.tokenize("", add_bos=True)
+                text = model.detokenize(_without_lead(list(req.context), lead)) + text
+        return text
+
+    def _check(self, record: ModelRecord, req: InferenceRequest) -> bool | str | None:
+        """Refuse what the model or the request cannot do; the effective ``think``."""
+        caps = record.capabilities()
+        name = record.display()
+        if "completion" not in caps:
+            raise Unsupported(f'"{name}" does not support generate')
+        if req.tools and "tools" not in caps:
+            raise Unsupported(f"{record.name} does not support tools")
+        if request_images(req) and "vision" not in caps:
+            # What llama-server answers without --mmproj: Ollama relays its /completion
+            # error (400), DMR its chat-completions one (500).
+            if req.dialect is Dialect.DMR:
+                raise ModelRunnerError(
+                    "image input is not supported - hint: if this is unexpected, "
+                    "you may need to provide the mmproj"
+                )
+            raise Unsupported(
+                "Multimodal data provided, but model does not support multimodal requests."
+            )
+        if req.suffix and "insert" not in caps:
+            raise Unsupported(f'"{name}" does not support insert')
+        think = req.think
+        if think not in (None, False) and "thinking" not in caps:
+            raise Unsupported(f'"{name}" does not support thinking')
+        if think is None and "thinking" in caps:
+            think = True
+        if req.raw and (req.template or req.system or req.context):
+            raise InvalidRequest("raw mode does not support template, system, or context")
+        if not 0 <= req.top_logprobs <= 20:
+            raise InvalidRequest("top_logprobs must be between 0 and 20")
+        return think
 
     def _prompt(
         self, record: ModelRecord, req: InferenceRequest, think: bool | str | None, model: Any
@@ -187,10 +225,12 @@ class InferenceService:
             eos_token=_special(model, "eos"),
         )
         if req.is_chat:
-            return chat_prompt(source, req.messages or [], req.tools, think)
+            return chat_prompt(source, tag_messages(req.messages or []), req.tools, think)
+        prompt = tag_prompt(req.prompt or "", len(req.images)) if req.images else req.prompt
         return generate_prompt(
-            source, req.prompt or "", req.system, req.template, req.suffix, think
-        )
+            source, prompt or "", req.system, req.template, req.suffix, think,
+            history=req.context is None,
+        )  # fmt: skip
 
     async def count_tokens(self, req: InferenceRequest) -> int:
         """Tokens of the prompt ``req`` renders to, by the model's own tokenizer (which needs
@@ -203,6 +243,11 @@ class InferenceService:
         async with self._lease(record, load, req.keep_alive) as lease:
             model = lease.runner.model
             text = self._prompt(record, req, think, model)
+            images = request_images(req)
+            if images and "vision" in record.capabilities():
+                decoded = [decode_base64(image) for image in images]
+                tokens, _ = await _media_prompt(model, text, decoded, [], req, encode=False)
+                return len(tokens)
             return len(model.tokenize(text, add_bos=not _starts_with_bos(text, model)))
 
     # -- embeddings ----------------------------------------------------------------------------
@@ -238,6 +283,50 @@ def _special(model: Any, which: str) -> str:
         return ""
     token = llm.token_bos() if which == "bos" else llm.token_eos()
     return str(model.token_text(token)) if token >= 0 else ""
+
+
+def request_images(req: InferenceRequest) -> list[str]:
+    """The request's images in prompt order: a chat's come from its messages."""
+    if req.is_chat:
+        return [str(i) for m in req.messages or [] for i in m.get("images") or []]
+    return list(req.images)
+
+
+async def _media_prompt(
+    model: Any,
+    text: str,
+    images: list[bytes],
+    lead: list[int],
+    req: InferenceRequest,
+    *,
+    encode: bool = True,
+) -> tuple[list[int], Media]:
+    """Prompt tokens with image placeholders, and the images' embeddings (encoded off the
+    event loop). A continuation's earlier tokens come first, as for text."""
+    if not isinstance(model, VisionModel):
+        raise Unsupported("image input is not supported by this engine")
+    marked, ordered = place_markers(text, images, MARKER)
+    prefix: list[int] = []
+    add_bos = not _starts_with_bos(marked, model)
+    if req.context and not req.is_chat:
+        prefix = lead + _without_lead(list(req.context), lead)
+        add_bos = False
+    mp = await anyio.to_thread.run_sync(
+        lambda: model.media_prompt(marked, ordered, add_bos=add_bos, encode=encode)
+    )
+    return prefix + mp.tokens, mp.media.shifted(len(prefix))
+
+
+def _generate(model: Any, tokens: list[int], sampling: Sampling, media: Media | None) -> Generation:
+    if media is None:
+        return model.generate(tokens, sampling)  # type: ignore[no-any-return]
+    vision: VisionModel = model
+    return vision.generate(tokens, sampling, media=media)
+
+
+def _without_lead(tokens: list[int], lead: list[int]) -> list[int]:
+    """A context from before this fix (or another server) may still start with BOS."""
+    return tokens[len(lead) :] if lead and tokens[: len(lead)] == lead else tokens
 
 
 def _starts_with_bos(text: str, model: Any) -> bool:
@@ -277,6 +366,7 @@ class Session:
         names = [str((t.get("function") or {}).get("name", "")) for t in req.tools or []]
         self.tools = ToolCallParser(names) if names else None
         self.output: list[int] = []
+        self.lead = 0  # leading BOS tokens of the prompt, left out of the returned context
 
     def cancel(self) -> None:
         self.generation.cancel()
@@ -356,7 +446,11 @@ class Session:
             eval_ns=stats.eval_ns,
             cached_tokens=stats.cached_tokens,
         )
-        context = None if self.req.raw or self.req.is_chat else self.prompt + self.output
+        context = (
+            None
+            if self.req.raw or self.req.is_chat
+            else [t for t in self.prompt[self.lead :] if t >= 0] + self.output  # no image slots
+        )
         return Chunk(done=True, done_reason=reason, timings=timings, context=context)
 
 
