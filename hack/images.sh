@@ -32,7 +32,7 @@ HOST_CA=/etc/ssl/certs/ca-certificates.crt
 ca_mount=()
 if [ -f "$HOST_CA" ]; then ca_mount=(--volume "$HOST_CA:$HOST_CA:ro"); fi
 
-# shellcheck source=images/base.sh
+# shellcheck source=hack/images/base.sh
 . "$HACK_DIR/images/base.sh"
 
 [ "$(id -u)" = 0 ] || die "buildah here runs as root (rootful storage, chroot isolation)"
@@ -84,9 +84,11 @@ build_image() { # build_image <name> <dockerfile> <extra hash input>; prints the
     else
       log "$name: building $local_ref from $dockerfile"
       started=$SECONDS
+      # --format docker keeps HEALTHCHECK; VARIANT=cpu is runner/Dockerfile's default, but buildah
+      # 1.28 resolves `FROM build-${VARIANT}` to its stage only when the argument is given.
       bah build --isolation chroot --network host --pull=never --format docker "${ca_mount[@]}" \
-        --build-arg "PYTHON_IMAGE=$BASE_IMAGE" --build-arg VARIANT=cpu -f "$REPO_ROOT/$dockerfile" -t "$local_ref" \
-        "$CONTEXT" >"$IMAGES_CACHE/build-$name.log" 2>&1 \
+        --build-arg "PYTHON_IMAGE=$BASE_IMAGE" --build-arg VARIANT=cpu \
+        -f "$REPO_ROOT/$dockerfile" -t "$local_ref" "$CONTEXT" >"$IMAGES_CACHE/build-$name.log" 2>&1 \
         || { tail -30 "$IMAGES_CACHE/build-$name.log" >&2; die "$name: build failed (log: $IMAGES_CACHE/build-$name.log)"; }
       log "$name: built in $((SECONDS - started))s"
       prune_older "$name" "$local_ref"
@@ -103,7 +105,7 @@ ensure_base_image
 BASE_ID=$(bah inspect --type image --format '{{.FromImageID}}' "$BASE_IMAGE")
 
 LLAMA_CPP_VERSION=$(sed -n 's/.*"llama-cpp-python==\([^"]*\)".*/\1/p' "$REPO_ROOT/pyproject.toml")
-wheel=$(ls "$WHEELS"/llama_cpp_python-"$LLAMA_CPP_VERSION"-*.whl 2>/dev/null | head -1 || true)
+wheel=$(find "$WHEELS" -maxdepth 1 -name "llama_cpp_python-$LLAMA_CPP_VERSION-*.whl" 2>/dev/null | sort | head -1)
 if [ -n "$wheel" ]; then
   wheel_sum=$(sha256sum "$wheel" | cut -d' ' -f1)
 else
