@@ -249,8 +249,10 @@ def test_both_images_are_in_the_registry(built: Built) -> None:
         config = httpx.get(
             f"{built.registry.url}/v2/{repo}/blobs/{resp.json()['config']['digest']}"
         )
-        user = config.json()["config"]["User"]
-        assert user == ("1000:1000" if name == "runner" else "65532:65532")
+        settings = config.json()["config"]
+        assert settings["User"] == ("1000:1000" if name == "runner" else "65532:65532")
+        # Docker's image format, as `docker build` makes it: HEALTHCHECK is kept.
+        assert ("Healthcheck" in settings) == (name == "runner"), settings
 
 
 @pytest.mark.images
