@@ -1,18 +1,19 @@
-"""Continuous batching on Gemma 3 270M: aggregate streamed tokens/s and time to first token at
-1, 2, 4 and 8 concurrent streams, in one run, against
+"""Continuous batching on Gemma 3 270M: aggregate streamed tokens/s and time to first token
+(p50/p95 over all streams of all runs) at 1, 4 and 8 concurrent streams, in one run, of
 
-- the simple engine (``LlamaEngine``: one request at a time) single stream: the baseline;
-- the batched engine's own single stream;
-- llama.cpp's ``llama-server`` (built from the vendored llama.cpp of the llama-cpp-python sdist,
-  cached under ~/.cache/modelrunner/llama-server/; skipped when not built) with ``-np 8``;
-- optionally the runner over HTTP (``modelrunner serve``: ``/api/generate`` and
-  ``/v1/chat/completions``) with ``MODEL_RUNNER_NUM_PARALLEL=8``.
+- the runner over HTTP (``modelrunner serve``, ``/api/generate`` with a raw prompt, and
+  ``/v1/chat/completions`` with ``--chat``) and its batched engine in process;
+- two llama.cpp ``llama-server`` baselines built from the same llama.cpp as our wheel
+  (``bench/build_llama_server.py``; a missing build is skipped): the way Ollama and Docker Model
+  Runner build it (ggml's own thread pool, OpenMP off) and llama.cpp's default (OpenMP on);
+- the simple engine (``LlamaEngine``, one request at a time) at one stream.
 
-Every engine samples the same way (temperature 0.8, top_k 40, top_p 0.9, min_p 0) and, where it
-can, ignores end-of-generation so each stream yields exactly ``--tokens`` tokens. Runs are
-interleaved (every engine at every level, then again) so background load hits all alike.
+Same model, threads, context per slot (and slots), prompts, token counts and sampling on every
+side; each stream yields exactly ``--tokens`` tokens where the side can ignore end of generation
+(the engine, llama-server), else up to that many. Runs are interleaved (every side at every
+level, then again), so background load hits all alike; ratios are of medians of the same run.
 
-Run: ``.venv/bin/python -m bench.bench_concurrency [--runs N] [--tokens N] [--http]``.
+Run: ``.venv/bin/python -m bench.bench_concurrency [--runs N] [--tokens N] [--temperature T]``.
 """
 
 from __future__ import annotations
@@ -20,27 +21,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.build_llama_server import VARIANTS, server_path
 from bench.report import machine, write_section
+from bench.servers import (
+    free_port,
+    json_events,
+    llama_server_cmd,
+    process,
+    shown_cmd,
+    wait_ready,
+)
 from modelrunner.engine.cpu import default_threads
 
-LLAMA_SERVER = Path.home() / ".cache/modelrunner/llama-server/build/bin/llama-server"
 TOPICS = [
     "a lighthouse keeper who finds a message in a bottle",
     "a robot learning to paint",
@@ -51,12 +56,19 @@ TOPICS = [
     "a chef cooking for a king",
     "a ship lost in the arctic",
 ]
-SAMPLING: dict[str, Any] = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0}
+SERVER_LABELS = {"no-openmp": "llama-server, ggml threads (Ollama/DMR build)",
+                 "openmp": "llama-server, OpenMP (llama.cpp default build)"}  # fmt: skip
 
 
 def prompt_text(tag: str, i: int) -> str:
     # Distinct from the first words on, so no request reuses another's cached prompt.
     return f"Story {tag}-{i}. Write a long story about {TOPICS[i % len(TOPICS)]}.\n\n"
+
+
+def sampling(args: argparse.Namespace) -> dict[str, Any]:
+    if args.temperature <= 0:
+        return {"temperature": 0.0}
+    return {"temperature": args.temperature, "top_k": 40, "top_p": 0.9, "min_p": 0.0}
 
 
 @dataclass
@@ -72,162 +84,85 @@ class Level:
     wall: float
 
     @property
-    def tokens(self) -> int:
-        return sum(s.tokens for s in self.streams)
-
-    @property
     def rate(self) -> float:
-        return self.tokens / self.wall
-
-    @property
-    def ttft_ms(self) -> float:
-        return statistics.median(s.ttft for s in self.streams) * 1000
+        return sum(s.tokens for s in self.streams) / self.wall
 
 
 Runner = Callable[[int, str], Awaitable[Level]]
+OneStream = Callable[[int, str, float], Awaitable[Stream]]
 
 
-async def gather_level(n: int, one: Callable[[int, float], Awaitable[Stream]]) -> Level:
-    start = time.perf_counter()
-    streams = await asyncio.gather(*(one(i, start) for i in range(n)))
-    return Level(list(streams), max(s.end for s in streams) - start)
+def level_runner(one: OneStream) -> Runner:
+    async def level(n: int, tag: str) -> Level:
+        start = time.perf_counter()
+        streams = await asyncio.gather(*(one(i, tag, start) for i in range(n)))
+        return Level(list(streams), max(s.end for s in streams) - start)
+
+    return level
 
 
-# -- engines in process -------------------------------------------------------------------------
-
-
-def engine_runner(model: Any, tokens: int, *, ignore_eos: bool) -> Runner:
+def engine_runner(model: Any, args: argparse.Namespace, *, ignore_eos: bool) -> Runner:
     from modelrunner.engine.base import Sampling
 
-    async def level(n: int, tag: str) -> Level:
-        async def one(i: int, start: float) -> Stream:
-            sampling = Sampling(**SAMPLING, seed=i, num_predict=tokens)
-            ids = model.tokenize(prompt_text(tag, i))
-            if ignore_eos:
-                gen = model.generate(ids, sampling, ignore_eos=True)
-            else:
-                gen = model.generate(ids, sampling)
-            first = 0.0
-            count = 0
-            async for _ in gen:
-                if not first:
-                    first = time.perf_counter()
-                count += 1
-            return Stream(first - start, count, time.perf_counter())
+    async def one(i: int, tag: str, start: float) -> Stream:
+        s = Sampling(**sampling(args), seed=i, num_predict=args.tokens)
+        ids = model.tokenize(prompt_text(tag, i))
+        gen = model.generate(ids, s, ignore_eos=True) if ignore_eos else model.generate(ids, s)
+        first = 0.0
+        count = 0
+        async for _ in gen:
+            first = first or time.perf_counter()
+            count += 1
+        return Stream(first - start, count, time.perf_counter())
 
-        return await gather_level(n, one)
-
-    return level
+    return level_runner(one)
 
 
-# -- servers over HTTP --------------------------------------------------------------------------
+def llama_server_runner(client: httpx.AsyncClient, args: argparse.Namespace) -> Runner:
+    async def one(i: int, tag: str, start: float) -> Stream:
+        body = {"prompt": prompt_text(tag, i), "n_predict": args.tokens, "stream": True,
+                "ignore_eos": True, "cache_prompt": True, "seed": i, "repeat_penalty": 1.0,
+                **sampling(args)}  # fmt: skip
+        first = 0.0
+        count = 0
+        async for event in json_events(client, "/completion", body):
+            if event.get("content") and not first:
+                first = time.perf_counter()
+            if event.get("stop"):
+                count = int(event.get("tokens_predicted") or event["timings"]["predicted_n"])
+        return Stream(first - start, count, time.perf_counter())
+
+    return level_runner(one)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def sse_events(
-    client: httpx.AsyncClient, path: str, body: dict[str, Any]
-) -> AsyncIterator[dict[str, Any]]:
-    async with client.stream("POST", path, json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            line = line.removeprefix("data: ").strip()
-            if line and line != "[DONE]":
-                yield json.loads(line)
-
-
-def llama_server_runner(client: httpx.AsyncClient, tokens: int) -> Runner:
-    async def level(n: int, tag: str) -> Level:
-        async def one(i: int, start: float) -> Stream:
-            body = {"prompt": prompt_text(tag, i), "n_predict": tokens, "stream": True,
-                    "ignore_eos": True, "cache_prompt": True, "seed": i, "repeat_penalty": 1.0,
-                    **SAMPLING}  # fmt: skip
-            first = 0.0
-            count = 0
-            async for event in sse_events(client, "/completion", body):
-                if event.get("content") and not first:
-                    first = time.perf_counter()
-                if event.get("stop"):
-                    count = int(event.get("tokens_predicted") or event["timings"]["predicted_n"])
-            return Stream(first - start, count, time.perf_counter())
-
-        return await gather_level(n, one)
-
-    return level
-
-
-def modelrunner_runner(client: httpx.AsyncClient, tokens: int, route: str) -> Runner:
-    async def level(n: int, tag: str) -> Level:
-        async def one(i: int, start: float) -> Stream:
-            text = prompt_text(tag, i)
+def runner_http(client: httpx.AsyncClient, args: argparse.Namespace, route: str) -> Runner:
+    async def one(i: int, tag: str, start: float) -> Stream:
+        text = prompt_text(tag, i)
+        if route == "/api/generate":
+            options = {**sampling(args), "seed": i, "num_predict": args.tokens}
+            body: dict[str, Any] = {"model": "gemma3:270m", "prompt": text, "raw": True,
+                                    "options": options}  # fmt: skip
+        else:
+            body = {"model": "gemma3:270m", "messages": [{"role": "user", "content": text}],
+                    "stream": True, "max_tokens": args.tokens, "seed": i,
+                    "temperature": args.temperature, "stream_options": {"include_usage": True}}  # fmt: skip
+        first = 0.0
+        count = chunks = 0
+        async for event in json_events(client, route, body):
             if route == "/api/generate":
-                options = {**SAMPLING, "seed": i, "num_predict": tokens}
-                body: dict[str, Any] = {"model": "gemma3:270m", "prompt": text, "raw": True,
-                                        "options": options}  # fmt: skip
+                has = bool(event.get("response"))
+                count = int(event.get("eval_count", 0)) if event.get("done") else count
             else:
-                body = {"model": "gemma3:270m", "messages": [{"role": "user", "content": text}],
-                        "stream": True, "max_tokens": tokens, "temperature": 0.8, "top_p": 0.9,
-                        "seed": i, "stream_options": {"include_usage": True}}  # fmt: skip
-            first = 0.0
-            count = 0
-            chunks = 0
-            async for event in sse_events(client, route, body):
-                if route == "/api/generate":
-                    has = bool(event.get("response"))
-                    if event.get("done"):
-                        count = int(event.get("eval_count", 0))
-                else:
-                    choices = event.get("choices") or []
-                    has = bool(choices and (choices[0].get("delta") or {}).get("content"))
-                    if event.get("usage"):
-                        count = int(event["usage"].get("completion_tokens", 0))
-                if has:
-                    chunks += 1
-                    if not first:
-                        first = time.perf_counter()
-            return Stream(first - start, count or chunks, time.perf_counter())
+                choices = event.get("choices") or []
+                has = bool(choices and (choices[0].get("delta") or {}).get("content"))
+                if event.get("usage"):
+                    count = int(event["usage"].get("completion_tokens", 0))
+            if has:
+                chunks += 1
+                first = first or time.perf_counter()
+        return Stream(first - start, count or chunks, time.perf_counter())
 
-        return await gather_level(n, one)
-
-    return level
-
-
-@contextlib.contextmanager
-def process(
-    cmd: list[str], env: dict[str, str] | None, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-async def wait_ready(client: httpx.AsyncClient, path: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        with contextlib.suppress(httpx.TransportError):
-            if (await client.get(path)).status_code == 200:
-                return
-        await asyncio.sleep(0.25)
-    raise RuntimeError("server did not become ready")
-
-
-# -- the run ------------------------------------------------------------------------------------
+    return level_runner(one)
 
 
 @dataclass
@@ -237,86 +172,60 @@ class Results:
     def add(self, name: str, n: int, level: Level) -> None:
         self.levels.setdefault(name, {}).setdefault(n, []).append(level)
 
+    def rates(self, name: str, n: int) -> list[float]:
+        return [r.rate for r in self.levels.get(name, {}).get(n, [])]
+
     def rate(self, name: str, n: int) -> float:
-        runs = self.levels.get(name, {}).get(n)
-        return statistics.median(r.rate for r in runs) if runs else float("nan")
+        rates = self.rates(name, n)
+        return statistics.median(rates) if rates else math.nan
 
-    def ttft(self, name: str, n: int) -> float:
-        runs = self.levels.get(name, {}).get(n)
-        return statistics.median(r.ttft_ms for r in runs) if runs else float("nan")
-
-
-def thread_configs(spec: str) -> list[tuple[int, int]]:
-    """``"auto,1,2,1/2"`` -> [(0, 0), (1, 1), (2, 2), (1, 2)]: threads for one-token steps / for
-    batches; auto (0) is the batched engine's default (measured per step) and llama-server's."""
-    out = []
-    for item in spec.split(","):
-        t, _, tb = item.replace("auto", "0").partition("/")
-        out.append((int(t), int(tb) if tb else int(t)))
-    return out
+    def ttft(self, name: str, n: int, q: float) -> float:
+        """Quantile ``q`` of the first-token times (ms) of every stream of every run."""
+        values = sorted(s.ttft * 1000 for r in self.levels.get(name, {}).get(n, [])
+                        for s in r.streams)  # fmt: skip
+        if not values:
+            return math.nan
+        return values[min(len(values) - 1, max(0, math.ceil(q * len(values)) - 1))]
 
 
-def label(threads: tuple[int, int]) -> str:
-    t, tb = threads
-    if not t:
-        return "auto"
-    return f"{t}" if t == tb else f"{t}/{tb}"
+def parse_threads(spec: str) -> tuple[int, int]:
+    """``auto`` -> (0, 0) (each side's default), ``2`` -> (2, 2), ``1/2`` -> (1, 2)."""
+    t, _, tb = spec.replace("auto", "0").partition("/")
+    return int(t), int(tb) if tb else int(t)
 
 
 async def run(args: argparse.Namespace) -> str:
-    from modelrunner.core.defaults import default_gguf
+    from modelrunner.core.defaults import default_gguf, ensure_default_model
     from modelrunner.engine.base import LoadOptions
-    from modelrunner.engine.batched import BatchedLlamaEngine, BatchedLlamaModel, BatchTuning
+    from modelrunner.engine.batched import BatchedLlamaEngine, BatchTuning
     from modelrunner.engine.llama import LlamaEngine
+    from modelrunner.engine.threadpool import uses_openmp
+    from modelrunner.store.models import ModelStore
 
     gguf = default_gguf()
     levels = [int(x) for x in args.levels.split(",")]
     slots = max(levels)
     setting = machine()
-    configs = thread_configs(args.threads)
-    simple = LlamaEngine().load(LoadOptions(model_path=gguf, num_ctx=args.ctx))
-    runners: dict[str, tuple[Runner, list[int]]] = {
-        "simple": (engine_runner(simple, args.tokens, ignore_eos=False), [1]),
-    }
-    models: list[BatchedLlamaModel] = []
+    t, tb = parse_threads(args.threads)
+    runners: dict[str, tuple[Runner, list[int]]] = {}
+    notes: list[str] = []
     stack = contextlib.ExitStack()
     clients: list[httpx.AsyncClient] = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-concurrency-"))
-    notes: list[str] = []
-    try:
-        for t, tb in configs:
-            model = BatchedLlamaEngine(BatchTuning(threads=t, threads_batch=tb)).load(
-                LoadOptions(model_path=gguf, num_ctx=args.ctx, parallel=slots)
-            )
-            models.append(model)
-            name = f"batched t={label((t, tb))}"
-            runners[name] = (engine_runner(model, args.tokens, ignore_eos=True), levels)
-        server_bin = Path(args.llama_server)
-        for t, tb in configs if args.server_built and not args.no_server else []:
-            port = free_port()
-            cmd = [str(server_bin), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-                   "-np", str(slots), "-c", str(slots * args.ctx), "-b", "512", "-ub", "512",
-                   "--no-webui"]  # fmt: skip
-            if t:
-                cmd += ["-t", str(t), "-tb", str(tb)]
-            log = tmp / f"llama-server-{t}-{tb}.log"
-            proc = stack.enter_context(process(cmd, None, log))
-            client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600)
-            clients.append(client)
-            await wait_ready(client, "/health", proc)
-            name = f"llama-server t={label((t, tb))}"
-            runners[name] = (llama_server_runner(client, args.tokens), levels)
-            shown = ["llama-server", *cmd[1:]]
-            shown[shown.index(str(gguf))] = "gemma-3-270m-q4_k_m.gguf"
-            shown[shown.index("--port") + 1] = "PORT"
-            notes.append(f"`{' '.join(shown)}`")
-        if not args.server_built and not args.no_server:
-            notes.append(f"llama-server not built at {server_bin}: skipped.")
-        if args.http:
-            from modelrunner.core.defaults import ensure_default_model
-            from modelrunner.store.models import ModelStore
+    load = LoadOptions(model_path=gguf, num_ctx=args.ctx, parallel=slots, num_thread=t)
+    simple = LlamaEngine().load(LoadOptions(model_path=gguf, num_ctx=args.ctx, num_thread=t))
+    stack.callback(simple.close)
+    model = BatchedLlamaEngine(BatchTuning(threads_batch=tb)).load(load)
+    stack.callback(model.close)
+    openmp = "OpenMP" if uses_openmp() else "ggml thread pool"
 
-            t, tb = configs[0]  # the runner has no threads_batch setting: only t == tb
+    async def client_for(port: int) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600)
+        clients.append(client)
+        return client
+
+    try:
+        if args.http:
             store = tmp / "models"
             ensure_default_model(ModelStore(store))
             port = free_port()
@@ -332,13 +241,31 @@ async def run(args: argparse.Namespace) -> str:
                 f"127.0.0.1:{port}",
             ]
             proc = stack.enter_context(process(cmd, env, tmp / "modelrunner.log"))
-            client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600)
-            clients.append(client)
+            client = await client_for(port)
             await wait_ready(client, "/api/version", proc)
-            for route in ("/api/generate", "/v1/chat/completions"):
-                name = f"HTTP {route} t={label((t, tb))}"
-                runners[name] = (modelrunner_runner(client, args.tokens, route), levels)
-
+            routes = ["/api/generate"] + (["/v1/chat/completions"] if args.chat else [])
+            for route in routes:
+                runners[f"runner HTTP `{route}`"] = (runner_http(client, args, route), levels)
+        runners[f"runner's engine in process ({openmp})"] = (
+            engine_runner(model, args, ignore_eos=True),
+            levels,
+        )
+        for variant, (binary, built) in args.servers.items():
+            if not built:
+                notes.append(f"{SERVER_LABELS[variant]}: not built at {binary}, skipped "
+                             "(`python3 -m bench.build_llama_server`).")  # fmt: skip
+                continue
+            port = free_port()
+            cmd = llama_server_cmd(binary, gguf, port, slots, args.ctx, (t, tb))
+            proc = stack.enter_context(process(cmd, None, tmp / f"llama-server-{variant}.log"))
+            client = await client_for(port)
+            await wait_ready(client, "/health", proc)
+            runners[SERVER_LABELS[variant]] = (llama_server_runner(client, args), levels)
+            notes.append(f"{SERVER_LABELS[variant]}: `{shown_cmd(cmd, gguf)}`")
+        runners["simple engine (`LlamaEngine`)"] = (
+            engine_runner(simple, args, ignore_eos=False),
+            [1],
+        )
         for name, (runner, _) in runners.items():  # warm up: load, first-touch pages
             await runner(1, f"warm-{name}")
         results = Results()
@@ -348,96 +275,60 @@ async def run(args: argparse.Namespace) -> str:
                     if n in its_levels:
                         level = await runner(n, f"r{r}n{n}")
                         results.add(name, n, level)
-                        print(f"run {r} {name:>34} x{n}: {level.rate:6.1f} tok/s, "
-                              f"ttft {level.ttft_ms:7.0f} ms, {level.tokens} tokens, "
-                              f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+                        print(f"run {r} {name[:40]:>40} x{n}: {level.rate:6.1f} tok/s, ttft "
+                              f"{statistics.median(s.ttft for s in level.streams) * 1000:5.0f} ms"
+                              f", load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     finally:
         for client in clients:
             await client.aclose()
         stack.close()
-        for model in models:
-            model.close()
-        simple.close()
-    end_load = os.getloadavg()
-    return report(args, results, levels, configs, setting, notes, end_load)
+    return report(args, results, levels, list(runners), setting, notes, os.getloadavg()[0])
 
 
-def report(args: argparse.Namespace, res: Results, levels: list[int],
-           configs: list[tuple[int, int]], setting: str, notes: list[str],
-           end_load: tuple[float, float, float]) -> str:  # fmt: skip
-    simple1 = res.rate("simple", 1)
-    rows = [
-        f"| simple engine (`LlamaEngine`), its default threads | 1 | {simple1:.1f} | 1.00 | | | "
-        f"{res.ttft('simple', 1):.0f} |"
-    ]
-    summary = []
-    for config in configs:
-        tag = f"t={label(config)}"
-        server_name = f"llama-server {tag}"
-        names = [f"batched {tag}", server_name, f"HTTP /api/generate {tag}",
-                 f"HTTP /v1/chat/completions {tag}"]  # fmt: skip
-        for name in names:
-            if name not in res.levels:
+def report(args: argparse.Namespace, res: Results, levels: list[int], names: list[str],
+           setting: str, notes: list[str], end_load: float) -> str:  # fmt: skip
+    omp_off, omp_on = SERVER_LABELS["no-openmp"], SERVER_LABELS["openmp"]
+
+    def ratio(name: str, base: str, n: int) -> str:
+        value = res.rate(name, n) / res.rate(base, n)
+        return "" if math.isnan(value) or name == base else f"{value:.2f}"
+
+    rows = []
+    for name in names:
+        for n in levels:
+            if not res.rates(name, n):
                 continue
-            shown = {f"batched {tag}": f"batched engine, threads {label(config)}",
-                     server_name: f"llama-server, threads {label(config)}"}.get(
-                         name, f"runner over HTTP `{name.split()[1]}`, threads {label(config)}")  # fmt: skip
-            single = res.rate(name, 1)
-            for n in levels:
-                rate = res.rate(name, n)
-                server = res.rate(server_name, n)
-                vs = (
-                    f"{rate / server:.2f}" if name != server_name and not math.isnan(server) else ""
-                )
-                rows.append(
-                    f"| {shown} | {n} | {rate:.1f} | {rate / simple1:.2f} | {rate / single:.2f} | "
-                    f"{vs} | {res.ttft(name, n):.0f} |"
-                )
-        own = f"batched {tag}"
-        if own in res.levels:
-            parts = [f"threads {label(config)}: single stream {res.rate(own, 1) / simple1:.2f}× "
-                     "the simple engine"]  # fmt: skip
-            for n in levels[1:]:
-                part = f"{n} streams {res.rate(own, n) / res.rate(own, 1):.2f}× own single"
-                if server_name in res.levels:
-                    part += f" and {res.rate(own, n) / res.rate(server_name, n):.2f}× llama-server"
-                parts.append(part)
-            summary.append("- " + "; ".join(parts))
-    threads_note = (
-        "threads T/TB = T threads for one-token steps, TB for batches (llama.cpp's "
-        "n_threads / n_threads_batch; same values given to llama-server as -t / -tb); auto = "
-        f"each engine's default: the batched engine (and the runner) one thread per physical "
-        f"core ({default_threads()} here), llama-server its own default"
+            rates = res.rates(name, n)
+            rows.append(
+                f"| {name} | {n} | {res.rate(name, n):.1f} | {min(rates):.1f}–{max(rates):.1f} "
+                f"| {ratio(name, omp_off, n)} | {ratio(name, omp_on, n)} "
+                f"| {res.ttft(name, n, 0.5):.0f} | {res.ttft(name, n, 0.95):.0f} |"
+            )
+    sampled = (
+        "greedy (temperature 0)"
+        if args.temperature <= 0
+        else f"temperature {args.temperature}, top_k 40, top_p 0.9, min_p 0"
     )
+    threads = args.threads if args.threads != "auto" else f"auto ({default_threads()} here)"
     lines = [
-        "## Concurrency (issue 8)",
+        "## Concurrency and peers (issues 8, 14)",
         "",
-        f"Gemma 3 270M Q4_K_M on the CPU, {args.tokens} generated tokens per stream (end of "
-        f"generation ignored where the engine allows it: batched engine and llama-server), "
-        f"temperature 0.8, top_k 40, top_p 0.9, min_p 0, distinct prompts, {args.runs} "
-        f"interleaved runs (medians), {args.ctx} tokens of context per slot, {max(levels)} slots; "
-        f"{threads_note}. {setting}; {end_load[0]:.1f} at the end.",
+        f"Gemma 3 270M Q4_K_M on the CPU, {args.tokens} generated tokens per stream, {sampled}, "
+        f"distinct raw prompts, {args.ctx} tokens of context per slot, {max(levels)} slots on "
+        f"every side, threads {threads} on every side, {args.runs} interleaved runs. {setting}; "
+        f"{end_load:.1f} at the end.",
         "",
-        "Aggregate rate = all streamed tokens / wall time from sending the requests to the last "
-        "token (prompt processing included); TTFT = median time to first token of the streams.",
+        "tokens/s = all streamed tokens / wall time from sending the requests to the last token "
+        "(prompt processing included), median of the runs, with the lowest and highest run; "
+        "× = ratio of medians to a llama-server baseline at the same streams (above 1: faster); "
+        "TTFT = time to first token of each stream, p50 and p95 over all streams of all runs.",
         "",
-        "| engine | streams | tokens/s (aggregate) | × simple engine single stream | "
-        "× own single stream | × llama-server same threads & streams | TTFT ms |",
-        "|---|---|---|---|---|---|---|",
+        "| side | streams | tokens/s | runs min–max | × llama-server ggml threads "
+        "| × llama-server OpenMP | TTFT p50 ms | TTFT p95 ms |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
-        *summary,
         *[f"- {n}" for n in notes],
-        "",
-        "`/api/generate` cannot ignore end of generation (Ollama has no such option): a stream "
-        "that ends early leaves fewer streams for the rest of the run and lowers that row. "
-        "What moved these numbers (engine/batched.py, batch_native.py, cpu.py): busy slots are "
-        "kept next to each other, because llama.cpp's attention spans every KV stream from the "
-        "lowest busy sequence to the highest (4 requests in slots 0, 5, 6, 7 took 1.6x the step "
-        "time of slots 1-4); repeat penalties are applied to the few token ids in their window "
-        "instead of through llama.cpp's sampler, which looks up all 262k candidates (~1 ms per "
-        "token per stream); one thread per physical core beat choosing 1 or 2 threads per step "
-        "by measured step time.",
         "",
         "Command: `.venv/bin/python -m bench.bench_concurrency " + " ".join(sys.argv[1:]) + "`",
     ]
@@ -448,19 +339,19 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--levels", default="1,2,4,8")
+    parser.add_argument("--levels", default="1,4,8")
     parser.add_argument("--ctx", type=int, default=2048, help="context per slot")
-    parser.add_argument(
-        "--threads",
-        default="auto",
-        help="comma-separated thread configs: auto (each engine's default), T or T/TB",
-    )
-    parser.add_argument("--llama-server", default=str(LLAMA_SERVER))
-    parser.add_argument("--no-server", action="store_true", help="skip llama-server")
-    parser.add_argument("--http", action="store_true", help="also measure the runner over HTTP")
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--threads", default="auto", help="auto (each side's default), T or T/TB")
+    parser.add_argument("--server-no-openmp", default=str(server_path("no-openmp")))
+    parser.add_argument("--server-openmp", default=str(server_path("openmp")))
+    parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the runner over HTTP too")  # fmt: skip
+    parser.add_argument("--chat", action="store_true", help="also /v1/chat/completions")
     parser.add_argument("--no-write", action="store_true", help="print only; keep BENCHMARKS.md")
     args = parser.parse_args()
-    args.server_built = Path(args.llama_server).is_file()
+    paths = {v: Path(getattr(args, f"server_{v.replace('-', '_')}")) for v in VARIANTS}
+    args.servers = {v: (path, path.is_file()) for v, path in paths.items()}
     body = asyncio.run(run(args))
     if not args.no_write:
         write_section("concurrency", body)

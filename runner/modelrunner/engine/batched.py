@@ -49,8 +49,10 @@ from modelrunner.errors import InvalidRequest, ModelRunnerError, Unsupported
 _END = object()
 _MIN_REUSE = 16  # shortest shared prefix worth taking a slot's cache for
 _EMBED_SEQUENCES = 32  # inputs an embedding model evaluates in one decode (sharing n_ctx)
-# From idle, how long the first step waits for requests already on their way (see ``_gather``).
+# From idle, the first step waits for requests arriving together (see ``_gather``): until none
+# came for _QUIET_S and every generation created has been submitted, at most _GATHER_S.
 _GATHER_S = 0.025
+_QUIET_S = 0.002
 
 Emit = Callable[[Any], None]
 
@@ -188,6 +190,7 @@ class BatchedLlamaModel:
         self._closing = False
         self._wake = False
         self._coming = 0  # generations created but not yet submitted (nor dropped)
+        self._arrival = 0.0  # time.monotonic() of the last generate() or submission
         # Counters for /metrics.
         self.steps = 0
         self.tokens_generated = 0
@@ -291,6 +294,7 @@ class BatchedLlamaModel:
         generation = BatchedGeneration(self, list(prompt), sampling, sampler, media)
         with self._cond:
             self._coming += 1
+            self._arrival = time.monotonic()
         return generation
 
     async def embed(self, texts: list[str], *, truncate: bool = True) -> Embeddings:
@@ -333,6 +337,7 @@ class BatchedLlamaModel:
         with self._cond:
             if request.generation._arrived():
                 self._coming -= 1
+            self._arrival = time.monotonic()
             if self._closing:
                 raise ModelRunnerError("the model is being unloaded")
             self._waiting.append(request)
@@ -380,19 +385,22 @@ class BatchedLlamaModel:
         self._decode_step()
 
     def _gather(self) -> None:
-        """From idle, wait (at most ``_GATHER_S``) for the generations already created but not
-        yet submitted, so that requests arriving together have their prompts evaluated in one
-        step: evaluated one step apart, the later ones wait for the whole first step too. Never
-        while a request holds a slot: an arriving prompt then joins the very next step."""
+        """From idle, let requests that arrive together start together: wait until every
+        generation created has been submitted and none arrived for ``_QUIET_S`` (at most
+        ``_GATHER_S``), so their prompts are evaluated in one step. Started one step apart,
+        the later ones would also wait for the whole first step (and, on a machine whose cores
+        all decode, the event loop that is still parsing them gets no CPU until it ends).
+        Never while a request holds a slot: an arriving prompt then joins the very next step."""
         if not self._waiting or any(s.request is not None for s in self._slots):
             return
         deadline = time.monotonic() + _GATHER_S
         with self._cond:
-            while self._coming > 0 and not self._closing:
-                left = deadline - time.monotonic()
-                if left <= 0:
+            while not self._closing:
+                now = time.monotonic()
+                quiet = self._arrival + _QUIET_S
+                if now >= deadline or (self._coming <= 0 and now >= quiet):
                     return
-                self._cond.wait(left)
+                self._cond.wait((deadline if self._coming > 0 else min(deadline, quiet)) - now)
 
     def _drop_cancelled(self, now: int) -> None:
         if any(r.generation.cancelled for r in self._waiting):
