@@ -37,7 +37,10 @@ REGISTRY_DATA="$CACHE_ROOT/registry"
 
 node_log() { printf '[node %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 node_die() { node_log "ERROR: $*"; exit 1; }
-in_netns() { ip netns exec "$NETNS" "$@"; }
+# nsenter, not `ip netns exec`: that one also gives the command a mount namespace of its own with a
+# fresh /sys, where the kubelet finds no cgroups and containerd's mounts are invisible to the host.
+NETNS_ENTER=(nsenter "--net=/run/netns/$NETNS" --)
+in_netns() { "${NETNS_ENTER[@]}" "$@"; }
 
 # Binaries of the node: built from hack/cluster/node (kubelet, kube-proxy: the same k8s.io/kubernetes
 # version as the control plane) and hack/cluster/coredns, keyed by their go.mod/go.sum.
@@ -52,7 +55,7 @@ NODE_BIN="$CACHE_ROOT/node-$(node_version_key)/bin"
 start_daemon() {
   local name=$1; shift
   local prefix=()
-  if [[ ${1:-} == --netns ]]; then prefix=(ip netns exec "$NETNS"); shift; fi
+  if [[ ${1:-} == --netns ]]; then prefix=("${NETNS_ENTER[@]}"); shift; fi
   mkdir -p "$NODE_DIR/logs" "$NODE_DIR/run"
   setsid "${prefix[@]}" "$@" >>"$NODE_DIR/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$NODE_DIR/run/$name.pid"
@@ -80,7 +83,9 @@ stop_daemon() { # SIGTERM, then SIGKILL after $2 seconds (default 10)
 }
 wait_for() { # wait_for <seconds> <what> <command...>
   local deadline=$((SECONDS + $1)) what=$2; shift 2
-  until "$@" >/dev/null 2>&1; do
+  local rc
+  until rc=0; "$@" >/dev/null 2>&1 || rc=$?; ((rc == 0)); do
+    ((rc != 2)) || return 1  # 2: give up at once
     ((SECONDS < deadline)) || { node_log "timed out waiting for $what"; return 1; }
     sleep 0.3
   done

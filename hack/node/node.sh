@@ -17,6 +17,11 @@ node_ready() {
   [[ $(kubectl_ get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
 }
 
+kubelet_ready() { # fails the wait at once when the kubelet exited
+  daemon_pid kubelet >/dev/null || { echo "the kubelet exited" >&2; return 2; }
+  node_ready
+}
+
 up() {
   local start=$SECONDS
   [[ $(id -u) == 0 ]] || node_die "the real node needs root (network namespace, containerd, kubelet)"
@@ -26,7 +31,7 @@ up() {
   "$NODE_HACK_DIR/registry.sh" start
   "$NODE_HACK_DIR/containerd.sh" start
   "$NODE_HACK_DIR/kubelet.sh" start
-  wait_for 120 "node $NODE_NAME Ready" node_ready ||
+  wait_for 120 "node $NODE_NAME Ready" kubelet_ready ||
     { tail -n 30 "$NODE_DIR/logs/kubelet.log" >&2; node_die "the kubelet did not register a Ready node"; }
   "$NODE_HACK_DIR/kube-proxy.sh" start
   "$NODE_HACK_DIR/coredns.sh" start
