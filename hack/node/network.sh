@@ -41,6 +41,10 @@ down() {
   done
   ip link del "$HOST_IF" 2>/dev/null || true   # takes its routes and the node end with it
   ip netns del "$NETNS" 2>/dev/null || true
+  # `ip netns add` made /run/netns a mount point of its own; undo that once no namespace is left.
+  if [[ -z $(ip netns list 2>/dev/null) ]] && mountpoint -q /run/netns; then
+    umount /run/netns 2>/dev/null || true
+  fi
 }
 
 # Every route of the node's namespace and every host route through the veth must point at an
