@@ -68,8 +68,10 @@ cluster:
 
 # The runner and operator images from their Dockerfiles (buildah, no Docker daemon; root), pushed to
 # $MODELRUNNER_REGISTRY; reuses the llama-cpp-python wheel of make dev (hack/images.sh).
+# The registry defaults to the local cluster's (hack/node: reachable from the host and the node).
 images:
-	WHEELS=$(WHEELS) hack/images.sh
+	WHEELS=$(WHEELS) MODELRUNNER_REGISTRY=$${MODELRUNNER_REGISTRY-$$(hack/node/node.sh env | sed -n 's/^MODELRUNNER_REGISTRY=//p')} \
+	  hack/images.sh
 
 cluster-down:
 	hack/cluster.sh down

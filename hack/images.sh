@@ -6,7 +6,7 @@
 # Tags are content hashes of the inputs (the build context's files, the Dockerfile, the base
 # image id, the llama-cpp-python wheel, this script): a tag already in the registry is neither
 # built nor pushed again. Prints the references and writes them to $IMAGES_ENV (RUNNER_IMAGE=,
-# OPERATOR_IMAGE=). Without $MODELRUNNER_REGISTRY the images stay in buildah's local storage.
+# OPERATOR_IMAGE=, CLIENTS_IMAGE= for examples/06-clients). Without $MODELRUNNER_REGISTRY the images stay in buildah's local storage.
 # Needs root, buildah and debootstrap (apt-get install buildah debootstrap).
 set -euo pipefail
 
@@ -68,9 +68,9 @@ prune_older() { # prune_older <name> <reference to keep>
   bah rmi --prune >/dev/null 2>&1 || true
 }
 
-build_image() { # build_image <name> <dockerfile> <extra hash input>; prints the reference
-  local name=$1 dockerfile=$2 extra=$3 tag local_ref ref started
-  tag=$( { (cd "$CONTEXT" && find . -type f ! -name '*.whl' -print0 | sort -z | xargs -0 sha256sum)
+build_image() { # build_image <name> <dockerfile> <extra hash input> [context]; prints the reference
+  local name=$1 dockerfile=$2 extra=$3 context=${4:-$CONTEXT} tag local_ref ref started
+  tag=$( { (cd "$context" && find . -type f ! -name '*.whl' -print0 | sort -z | xargs -0 sha256sum)
            sha256sum "$REPO_ROOT/$dockerfile" "${BASH_SOURCE[0]}" | cut -d' ' -f1
            echo "base=$BASE_ID $extra"; } | sha256sum | cut -c1-16)
   local_ref=localhost/modelrunner/$name:$tag
@@ -88,7 +88,7 @@ build_image() { # build_image <name> <dockerfile> <extra hash input>; prints the
       # 1.28 resolves `FROM build-${VARIANT}` to its stage only when the argument is given.
       bah build --isolation chroot --network host --pull=never --format docker "${ca_mount[@]}" \
         --build-arg "PYTHON_IMAGE=$BASE_IMAGE" --build-arg VARIANT=cpu \
-        -f "$REPO_ROOT/$dockerfile" -t "$local_ref" "$CONTEXT" >"$IMAGES_CACHE/build-$name.log" 2>&1 \
+        -f "$REPO_ROOT/$dockerfile" -t "$local_ref" "$context" >"$IMAGES_CACHE/build-$name.log" 2>&1 \
         || { tail -30 "$IMAGES_CACHE/build-$name.log" >&2; die "$name: build failed (log: $IMAGES_CACHE/build-$name.log)"; }
       log "$name: built in $((SECONDS - started))s"
       prune_older "$name" "$local_ref"
@@ -119,7 +119,9 @@ stage_context "$CONTEXT" "$wheel"
 
 runner=$(build_image runner runner/Dockerfile "wheel=$wheel_sum")
 operator=$(build_image operator operator/Dockerfile "")
+# The clients of examples/06-clients with their packages preinstalled (pods here reach no PyPI).
+clients=$(build_image clients examples/06-clients/Dockerfile "" "$REPO_ROOT/examples/06-clients")
 
 mkdir -p "$(dirname "$IMAGES_ENV")"
-printf 'RUNNER_IMAGE=%s\nOPERATOR_IMAGE=%s\n' "$runner" "$operator" > "$IMAGES_ENV"
-printf 'RUNNER_IMAGE=%s\nOPERATOR_IMAGE=%s\n' "$runner" "$operator"
+printf 'RUNNER_IMAGE=%s\nOPERATOR_IMAGE=%s\nCLIENTS_IMAGE=%s\n' "$runner" "$operator" "$clients" \
+  | tee "$IMAGES_ENV"

@@ -471,6 +471,8 @@ def test_second_cluster_lifecycle_leaves_nothing_behind(
     env = {
         **os.environ,
         "MODELRUNNER_CLUSTER_DIR": str(cluster_dir),
+        # One real node per machine (its namespace and addresses are fixed): the session's.
+        "MODELRUNNER_REAL_NODE": "0",
         "CLUSTER_ETCD_PORT": str(etcd),
         "CLUSTER_ETCD_PEER_PORT": str(etcd_peer),
         "CLUSTER_APISERVER_PORT": str(apiserver),

@@ -181,8 +181,12 @@ def release(kubectl: Kubectl, namespace: str, crds: None) -> Iterator[tuple[str,
     peering name so the cluster-scoped ClusterKopfPeering cannot clash with other installs.
     Yields the release name and what `helm install` printed (with NOTES.txt)."""
     name = f"mro-{uuid.uuid4().hex[:6]}"
+    # On the fake CPU node (kwok marks the pod Running): this test is about RBAC and rollout, the
+    # operator image itself runs in tests/node.
+    kwok = '[{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}]'
     out = helm("install", name, str(CHART), "--namespace", namespace,
-               "--set", f"peering.name={name}", kubeconfig=kubectl.kubeconfig).stdout  # fmt: skip
+               "--set", f"peering.name={name}", "--set", "nodeSelector.type=kwok",
+               "--set-json", f"tolerations={kwok}", kubeconfig=kubectl.kubeconfig).stdout  # fmt: skip
     try:
         yield name, out
     finally:

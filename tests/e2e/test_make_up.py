@@ -1,7 +1,7 @@
-"""`make up` and `make down` (hack/up.sh, hack/down.sh), on a throwaway cluster of their own
-(MODELRUNNER_CLUSTER_DIR and free CLUSTER_*_PORTs, as tests/cluster does), so the shared cluster
-is never touched: the system comes up Ready, every call it prints works, a second `up` changes
-nothing, and `down` leaves no process behind."""
+"""`make up` and `make down` (hack/up.sh, hack/down.sh) on the session's cluster and its real node:
+the operator comes from the chart and its image, the runner is a pod, the default model is Ready,
+every call that up prints works (from this machine and from inside the cluster), a second `up`
+changes nothing, and `down` (while pytest still uses the cluster) removes what up added."""
 
 from __future__ import annotations
 
@@ -10,39 +10,15 @@ import os
 import re
 import shlex
 import subprocess
-from pathlib import Path
+import uuid
 
 import pytest
 
 from tests.e2e.conftest import ROOT
-from tests.support.server import free_port
+from tests.support.cluster import STARTED_BY_PYTEST, Kubectl
+from tests.support.node import RealNode
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-def built() -> bool:
-    return all(
-        subprocess.run(
-            ["bash", str(ROOT / "hack" / "cluster.sh"), "path", name],
-            capture_output=True,
-            check=False,
-        ).returncode
-        == 0
-        for name in ("etcd", "kube-apiserver", "kubectl", "kwok")
-    )
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def pids(cluster_dir: Path) -> dict[str, int]:
-    files = [*(cluster_dir / "up").glob("*.pid"), *(cluster_dir / "run").glob("*.pid")]
-    return {f.stem: int(f.read_text()) for f in files}
 
 
 def limited(command: str) -> list[str]:
@@ -56,15 +32,10 @@ def limited(command: str) -> list[str]:
     return [*argv[:1], "-sf", "--max-time", "180", *argv[1:]]
 
 
-def test_make_up_then_down(tmp_path: Path) -> None:
-    if not built():
-        pytest.skip("the cluster binaries are not built (hack/cluster.sh build)")
-    cluster_dir = tmp_path / "cluster"
-    env = dict(os.environ, MODELRUNNER_CLUSTER_DIR=str(cluster_dir),
-               OLLAMA_PORT=str(free_port()), DMR_PORT=str(free_port()))  # fmt: skip
-    for var in ("ETCD_PORT", "ETCD_PEER_PORT", "APISERVER_PORT", "KCM_PORT", "SCHEDULER_PORT"):
-        env[f"CLUSTER_{var}"] = str(free_port())
-    env.pop("KUBECONFIG", None)
+def test_make_up_then_down(kubectl: Kubectl, real_node: RealNode) -> None:
+    namespace = f"t-up-{uuid.uuid4().hex[:6]}"
+    env = dict(os.environ, UP_NAMESPACE=namespace)
+    owned_by_pytest = STARTED_BY_PYTEST.exists()
 
     def script(name: str, timeout: float, check: bool = True) -> str:
         proc = subprocess.run(["bash", str(ROOT / "hack" / name)], env=env, capture_output=True,
@@ -73,12 +44,14 @@ def test_make_up_then_down(tmp_path: Path) -> None:
         return f"exit {proc.returncode}\n{proc.stdout}{proc.stderr}"
 
     try:
-        out = script("up.sh", timeout=420)
-        assert re.search(r"model\.modelrunner\.io/gemma3\s+gemma3:270m\s+True\s+Ready", out), out
+        out = script("up.sh", timeout=1800)
+        assert re.search(
+            r"model\.modelrunner\.io/gemma3\s+\S+/library/gemma3:270m\s+True\s+Ready", out
+        ), out
         assert "gemma3: " in out and "Up in " in out
-        running = pids(cluster_dir)
-        assert {"runner", "operator", "etcd", "kube-apiserver", "kwok"} <= set(running)
-        assert all(alive(pid) for pid in running.values())
+        pods = kubectl.json("get", "pods", "-l", "app.kubernetes.io/instance=model-runner",
+                            namespace=namespace)["items"]  # fmt: skip
+        assert [p["spec"]["nodeName"] for p in pods] == [real_node.name]
 
         commands = [line.strip() for line in out.splitlines() if line.strip().startswith("curl ")]
         assert len(commands) == 4, out
@@ -93,13 +66,27 @@ def test_make_up_then_down(tmp_path: Path) -> None:
                 assert reply["choices"][0]["message"]["role"] == "assistant"
             else:
                 assert any("gemma3:latest" in " ".join(m["tags"]) for m in reply)
+        (in_cluster,) = [line.strip() for line in out.splitlines()
+                         if line.strip().startswith("kubectl run")]  # fmt: skip
+        argv = shlex.split(in_cluster.replace("$RANDOM", uuid.uuid4().hex[:5]))
+        proc = subprocess.run([str(ROOT / ".cluster" / "bin" / "kubectl"), *argv[1:]],
+                              capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert '"chat.completion"' in proc.stdout.replace(": ", ":").replace(
+            '"object":"chat.completion"', '"chat.completion"'
+        ), proc.stdout
 
-        again = script("up.sh", timeout=120)  # idempotent: nothing restarts
-        assert "runner already running" in again and "operator already running" in again
-        assert pids(cluster_dir) == running
+        uid = pods[0]["metadata"]["uid"]
+        again = script("up.sh", timeout=600)  # idempotent: the runner pod is the same
+        assert "is in the registry" in again and "Up in " in again
+        (pod,) = kubectl.json("get", "pods", "-l", "app.kubernetes.io/instance=model-runner",
+                              namespace=namespace)["items"]  # fmt: skip
+        assert pod["metadata"]["uid"] == uid
     finally:
-        started = pids(cluster_dir)
-        down = script("down.sh", timeout=120, check=False)  # never mask a failure of up
-    assert down.startswith("exit 0") and "stopped runner" in down and "stopped operator" in down
-    assert not [name for name, pid in started.items() if alive(pid)]
-    assert not cluster_dir.exists()
+        if owned_by_pytest:
+            STARTED_BY_PYTEST.touch()
+        down = script("down.sh", timeout=300, check=False)  # never mask a failure of up
+    assert down.startswith("exit 0"), down
+    assert "leaving it running" in down
+    assert not kubectl.exists("namespace", "model-runner-system")
+    assert not kubectl.exists("modelrunner", "model-runner", namespace=namespace)
