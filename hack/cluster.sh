@@ -35,7 +35,7 @@ HOST=127.0.0.1
 # The real node's view of the API server: the host end of its link (hack/node/lib.sh).
 NODE_LINK_HOST_IP=10.250.0.1
 # The real node needs root (network namespace, containerd, kubelet); without root it is left out.
-REAL_NODE=${MODELRUNNER_REAL_NODE:-0}  # TEMP: opt-in while the node is brought up
+REAL_NODE=${MODELRUNNER_REAL_NODE:-$([[ $(id -u) == 0 ]] && echo 1 || echo 0)}
 NODE_SCRIPT=$HACK_DIR/node/node.sh
 
 SERVICE_CIDR=10.96.0.0/16
@@ -341,6 +341,7 @@ start_all() {
     --bind-address=0.0.0.0 --advertise-address=$NODE_LINK_HOST_IP --secure-port="$APISERVER_PORT" \
     --kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --cert-dir="$d/run/apiserver-certs" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
