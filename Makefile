@@ -5,8 +5,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # llama-cpp-python compiles llama.cpp (about 8 minutes on 2 cores): build its wheel once, keep it.
+# Without OpenMP, on ggml's own thread pool, as Ollama and DMR build llama.cpp (faster here:
+# BENCHMARKS.md). The wheel's file name does not say so: the flavour is in the cache directory,
+# so a wheel cached with OpenMP (in wheels/) is never picked up; pip's cache is bypassed for the
+# same reason.
 LLAMA_CPP_VERSION := 0.3.36
-WHEELS ?= $(HOME)/.cache/modelrunner/wheels
+LLAMA_CPP_CMAKE_ARGS := -DGGML_OPENMP=OFF
+WHEELS ?= $(HOME)/.cache/modelrunner/wheels/no-openmp
 
 .PHONY: dev run up down test test-fast lint lint-chart chart-sync bench cluster cluster-down images clean
 
@@ -18,7 +23,8 @@ $(VENV)/.installed: pyproject.toml
 	@mkdir -p $(WHEELS)
 	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
 		{ echo "building llama-cpp-python $(LLAMA_CPP_VERSION) (first time only, ~8 min)"; \
-		  $(PIP) wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); }
+		  CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" $(PIP) wheel -q --no-deps --no-cache-dir \
+		    -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); }
 	$(PIP) install -q --find-links $(WHEELS) -e '.[dev]'
 	@touch $@
 
