@@ -14,12 +14,13 @@ import pytest
 from modelrunner.app import create_app
 from modelrunner.settings import Settings
 from tests.conftest import upload_and_create
-from tests.e2e.conftest import CHART, EXAMPLES, helm, load_documents
+from tests.e2e.conftest import CHART, EXAMPLES, crds, helm, load_documents
 from tests.support.cluster import Kubectl
 from tests.support.node import Images, RealNode
 from tests.support.server import LiveServer
 from tests.support.tiny_model import write_tiny_gguf
 
+__all__ = ["crds"]  # a fixture, shared with tests/e2e
 QUICKSTART = EXAMPLES / "01-quickstart"
 CLIENTS = EXAMPLES / "06-clients"
 
