@@ -111,10 +111,14 @@ if ! kubectl wait -n "$NAMESPACE" --for=condition=Ready --timeout=600s \
   kubectl logs -n "$SYSTEM_NAMESPACE" "deployment/$RELEASE" --tail=30 >&2 || true
   die "not Ready after 10 minutes"
 fi
+# The Model is Ready once it is on every runner pod; the Service sends traffic once the pod's
+# readiness gate opened and kube-proxy caught up.
+kubectl rollout status -n "$NAMESPACE" statefulset/model-runner --timeout=300s >/dev/null
 kubectl get -n "$NAMESPACE" modelrunners,models,pods
 SERVICE_IP=$(kubectl get -n "$NAMESPACE" service model-runner -o jsonpath='{.spec.clusterIP}')
 log "asking gemma3 through the OpenAI API"
-answer=$(curl -sf --max-time 120 "http://$SERVICE_IP/engines/v1/chat/completions" \
+answer=$(curl -sf --max-time 120 --retry 20 --retry-delay 1 --retry-all-errors \
+  "http://$SERVICE_IP/engines/v1/chat/completions" \
   -d '{"model": "gemma3", "messages": [{"role": "user", "content": "Name three colours."}], "max_tokens": 24}' \
   | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"].strip())') \
   || die "the model did not answer"

@@ -698,7 +698,7 @@ def test_concurrent_pulls_share_one_download(
     size = 2 * MB
     blob = push_random_model(registry, "shared/model", "v1", size, seed=9)
     name = f"{fault_proxy.host}/shared/model:v1"
-    fault_proxy.reset("pass", rate=2 * MB)  # about a second for the blob, in one range
+    fault_proxy.reset("pass", rate=MB)  # about two seconds for the blob, in one range
     results: list[list[dict[str, Any]]] = []
     with running(tmp_path / "models", dataclasses.replace(FAST, min_part_size=4 * MB)) as http:
 

@@ -119,8 +119,11 @@ async def show(request: Request) -> dict[str, Any]:
             {"name": t.name, "type": t.type, "shape": list(t.shape)} for t in info.tensors
         ]
     if record.projectors:  # a vision model: the projector GGUF's key/value map too
-        projector = await anyio.to_thread.run_sync(read_gguf, record.projectors[0])
-        out["projector_info"] = projector.model_info(verbose=body.verbose)
+        try:
+            projector = await anyio.to_thread.run_sync(read_gguf, record.projectors[0])
+            out["projector_info"] = projector.model_info(verbose=body.verbose)
+        except InvalidRequest:  # an unreadable projector fails at load, not when shown
+            pass
     if record.requires:
         out["requires"] = record.requires
     return {k: v for k, v in out.items() if v not in (None, "")}
