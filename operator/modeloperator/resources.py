@@ -89,6 +89,7 @@ def headless_service(name: str, namespace: str) -> dict[str, Any]:
 def _engine_env(engine: dict[str, Any]) -> list[dict[str, str]]:
     env = [
         {"name": "MODEL_RUNNER_MODELS", "value": STORE_PATH},
+        {"name": "HOME", "value": "/tmp"},  # the image's home is on the read-only root
         {"name": "MODEL_RUNNER_LISTEN", "value": f"0.0.0.0:{OLLAMA_PORT},0.0.0.0:{DMR_PORT}"},
         {"name": "MODEL_RUNNER_SHUTDOWN_TIMEOUT", "value": str(SHUTDOWN_SECONDS)},
     ]
@@ -147,7 +148,11 @@ def statefulset(
         ],
         "env": _engine_env(spec.get("engine") or {}),
         "resources": resources,
-        "volumeMounts": [{"name": "models", "mountPath": STORE_PATH}],
+        # The root filesystem is read-only: the store volume and /tmp are the only writable paths.
+        "volumeMounts": [
+            {"name": "models", "mountPath": STORE_PATH},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
         # Startup: up to 10 minutes to open the store (a cold start on a slow volume); models
         # load on first use, not at startup. Readiness: /api/version, which touches no model.
         "startupProbe": {**probe, "periodSeconds": 2, "failureThreshold": 300},
@@ -164,6 +169,7 @@ def statefulset(
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
         },
     }
@@ -179,7 +185,10 @@ def statefulset(
             "runAsGroup": 1000,
             "fsGroup": 1000,
             "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
+        # Runners never call the Kubernetes API: no token in the pod.
+        "automountServiceAccountToken": False,
         "readinessGates": [{"conditionType": MODELS_READY}],
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
     }
@@ -199,12 +208,13 @@ def statefulset(
         "selector": {"matchLabels": selector(name)},
         "template": {"metadata": {"labels": labels(name)}, "spec": pod_spec},
     }
+    pod_spec["volumes"] = [{"name": "tmp", "emptyDir": {}}]
     if storage.get("ephemeral"):
-        pod_spec["volumes"] = [{"name": "models", "emptyDir": {}}]
+        pod_spec["volumes"].append({"name": "models", "emptyDir": {}})
     elif storage.get("existingClaim"):
-        pod_spec["volumes"] = [
+        pod_spec["volumes"].append(
             {"name": "models", "persistentVolumeClaim": {"claimName": storage["existingClaim"]}}
-        ]
+        )
     else:
         claim: dict[str, Any] = {
             "accessModes": ["ReadWriteOnce"],

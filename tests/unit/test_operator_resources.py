@@ -67,7 +67,8 @@ def test_amd_gpus_and_shared_claim() -> None:
     pod = sts["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"] == {"amd.com/gpu": 2}
     assert pod["tolerations"][0]["key"] == "amd.com/gpu"
-    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "shared"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"]["claimName"] == "shared"
     assert "volumeClaimTemplates" not in sts["spec"]
 
 
@@ -199,3 +200,19 @@ def test_user_resources_win_over_default_requests() -> None:
     given = {"requests": {"cpu": "1"}}
     resources(given)
     assert given == {"requests": {"cpu": "1"}}  # the ModelRunner's spec is not modified
+
+
+def test_runner_pod_is_hardened() -> None:
+    """Read-only root with /tmp and the store writable, no capabilities, the runtime's seccomp
+    profile, and no service account token (runners never call the Kubernetes API)."""
+    sts = statefulset("r", "ns", {"storage": {"ephemeral": True}}, "img")
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"/models", "/tmp"}
+    assert {v["name"] for v in pod["volumes"]} == {"models", "tmp"}
