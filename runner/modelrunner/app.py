@@ -39,6 +39,7 @@ from modelrunner.engine.base import Engine
 from modelrunner.engine.prompts import check_template
 from modelrunner.metrics import Metrics
 from modelrunner.scheduler import Scheduler
+from modelrunner.security.middleware import install_security
 from modelrunner.settings import Settings
 from modelrunner.store.models import ModelStore
 
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         return PlainTextResponse(message, status_code=exc.status_code)
 
     app.add_middleware(dmr_requests.RequestRecorder)
+    app.state.keys = install_security(app, settings, metrics)  # inside CORS: preflights pass
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.origins,

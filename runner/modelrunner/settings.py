@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from modelrunner.durations import parse_keep_alive
@@ -98,6 +98,67 @@ class Settings(BaseSettings):
         "are refused at once); generations still running then end with an error line.",
     )
 
+    # Access control (README "Access control"); secrets are SecretStr so they never print.
+    management_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token the routes that change state or reach out need (pull, push, "
+        "create, copy, delete, blob upload, configure, unload); it works on every route.",
+    )
+    management_token_file: Path | None = Field(
+        default=None,
+        description="File holding the management token (re-read when it changes).",
+    )
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[],
+        description="Inference API keys, `KEY` or `ID:KEY`; as an environment variable a "
+        "comma-separated list. Once any key is configured, inference needs one.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="File of API keys, one `KEY` or `ID:KEY` a line (# comments); re-read when "
+        "its mtime changes or on SIGHUP.",
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Host header names a loopback-bound runner accepts besides loopback "
+        "names and addresses (DNS-rebinding guard).",
+    )
+    key_requests_per_minute: int = Field(
+        default=0, ge=0, description="Requests per minute per API key; 0: unlimited."
+    )
+    key_tokens_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Prompt plus generated tokens per minute per API key; 0: unlimited.",
+    )
+    key_concurrency: int = Field(
+        default=0, ge=0, description="Requests in flight per API key; 0: unlimited."
+    )
+    # Bounded input (README "Bounded input"): refused with a 4xx before anything runs.
+    max_body_size: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Largest JSON request body in bytes."
+    )
+    max_upload_size: int = Field(
+        default=0,
+        ge=0,
+        description="Largest streamed upload (blobs, model archives) in bytes; 0: unlimited.",
+    )
+    max_json_depth: int = Field(
+        default=64, ge=4, description="Deepest nesting of arrays and objects in a JSON body."
+    )
+    max_messages: int = Field(default=4096, ge=1, description="Messages (or inputs) a request.")
+    max_images: int = Field(default=64, ge=0, description="Images a request.")
+    max_tools: int = Field(default=512, ge=0, description="Tools a request.")
+    max_num_ctx: int = Field(
+        default=131072, ge=256, description="Largest context length (num_ctx) a request may ask."
+    )
+    max_num_predict: int = Field(
+        default=131072,
+        ge=1,
+        description="Largest number of tokens to generate (num_predict, max_tokens) a request "
+        "may ask.",
+    )
+
     @field_validator("keep_alive")
     @classmethod
     def _check_keep_alive(cls, value: str) -> str:
@@ -107,7 +168,9 @@ class Settings(BaseSettings):
             raise ValueError(exc.message) from None
         return value
 
-    @field_validator("listen", "origins", "insecure_registries", mode="before")
+    @field_validator(
+        "listen", "origins", "insecure_registries", "api_keys", "allowed_hosts", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
