@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -29,6 +30,12 @@ def _server_url() -> str:
     return host if "://" in host else f"http://{host}"
 
 
+def _auth_headers() -> dict[str, str]:
+    """The management token for commands that change the store, when the server wants one."""
+    token = os.environ.get("MODEL_RUNNER_MANAGEMENT_TOKEN", "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -48,6 +55,12 @@ def serve(args: argparse.Namespace) -> int:
         overrides["listen"] = args.listen
     if args.models:
         overrides["models"] = Path(args.models)
+    if args.api_keys_file:
+        overrides["api_keys_file"] = Path(args.api_keys_file)
+    if args.management_token_file:
+        overrides["management_token_file"] = Path(args.management_token_file)
+    if args.allowed_host:
+        overrides["allowed_hosts"] = args.allowed_host
     settings = Settings(**overrides)
     if args.default_model and ensure_default_model(ModelStore(settings.models)):
         print("imported the default model gemma3:270m", flush=True)
@@ -63,6 +76,8 @@ def serve(args: argparse.Namespace) -> int:
     # generations with an error line and cancel what remains (drain.py); exit status 0.
     drain = Drain()
     app = create_app(settings, engine=DrainingEngine(default_engine(settings), drain))
+    if hasattr(signal, "SIGHUP"):  # re-read the API keys and management token files
+        signal.signal(signal.SIGHUP, lambda *_: app.state.keys.reload(force=True))
     config = uvicorn.Config(
         app,
         log_level=settings.log_level,
@@ -78,7 +93,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def _request(method: str, path: str, body: Any = None) -> httpx.Response:
-    with httpx.Client(base_url=_server_url(), timeout=None) as client:
+    with httpx.Client(base_url=_server_url(), timeout=None, headers=_auth_headers()) as client:
         response = client.request(method, path, json=body)
     if response.status_code >= 400:
         try:
@@ -155,7 +170,7 @@ def _upload(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     ref = "sha256:" + digest.hexdigest()
-    with httpx.Client(base_url=_server_url(), timeout=None) as client:
+    with httpx.Client(base_url=_server_url(), timeout=None, headers=_auth_headers()) as client:
         if client.head(f"/api/blobs/{ref}").status_code != 200:
             with path.open("rb") as handle:
                 response = client.post(f"/api/blobs/{ref}", content=handle)
@@ -178,7 +193,7 @@ def _transfer(path: str, model: str, insecure: bool) -> int:
     tty = sys.stdout.isatty()
     shown: dict[str, int] = {}
     with (
-        httpx.Client(base_url=_server_url(), timeout=None) as client,
+        httpx.Client(base_url=_server_url(), timeout=None, headers=_auth_headers()) as client,
         client.stream("POST", path, json=body) as response,
     ):
         if response.status_code >= 400:
@@ -229,6 +244,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--default-model",
         action="store_true",
         help="import Gemma 3 270M as gemma3:270m first if it is missing",
+    )
+    p.add_argument(
+        "--api-keys-file",
+        metavar="FILE",
+        help="inference API keys, KEY or ID:KEY a line; re-read on change or SIGHUP "
+        "(env MODEL_RUNNER_API_KEYS_FILE; MODEL_RUNNER_API_KEYS lists keys inline)",
+    )
+    p.add_argument(
+        "--management-token-file",
+        metavar="FILE",
+        help="file with the token pull/push/create/copy/delete need "
+        "(env MODEL_RUNNER_MANAGEMENT_TOKEN_FILE, or MODEL_RUNNER_MANAGEMENT_TOKEN)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="Host header a loopback-bound server accepts besides local names; repeatable "
+        "(env MODEL_RUNNER_ALLOWED_HOSTS)",
     )
     p.set_defaults(func=serve)
 
