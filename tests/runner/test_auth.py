@@ -14,6 +14,7 @@ import httpx
 import ollama
 import openai
 import pytest
+from pydantic import SecretStr
 
 from modelrunner.app import create_app
 from modelrunner.settings import Settings
@@ -216,5 +217,15 @@ def test_open_non_loopback_runner_warns(tmp_path: Path, caplog: pytest.LogCaptur
                for r in caplog.records)  # fmt: skip
     caplog.clear()
     create_app(Settings(models=tmp_path, listen=["127.0.0.1:11434"], prune=False))
-    create_app(Settings(models=tmp_path, listen=["0.0.0.0:1"], management_token=MGMT))
+    create_app(Settings(models=tmp_path, listen=["0.0.0.0:1"], management_token=SecretStr(MGMT)))
     assert not caplog.records
+
+
+def test_a_runner_listening_on_every_address_is_not_host_guarded(tmp_path: Path) -> None:
+    settings = Settings(models=tmp_path, listen=["0.0.0.0:11434"], prune=False)  # as Ollama
+    server = LiveServer(create_app(settings)).start()  # reached here through 127.0.0.1
+    try:
+        with httpx.Client(base_url=server.url) as http:
+            assert http.get("/api/tags", headers={"Host": "evil.example"}).status_code == 200
+    finally:
+        server.stop()

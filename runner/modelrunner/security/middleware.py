@@ -3,6 +3,7 @@ the caller's dialect for input the routers did not expect (never a bare 500 page
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -57,6 +58,9 @@ def _credential(headers: dict[str, str]) -> str | None:
 class SecurityMiddleware:
     def __init__(self, app: ASGIApp, settings: Settings, keys: KeyRing, limits: KeyLimits) -> None:
         self.app, self.settings, self.keys, self.limits = app, settings, keys, limits
+        # Ollama guards a listener bound to loopback; one on 0.0.0.0 reached through 127.0.0.1
+        # is not guarded either (it is meant to be reached by any name).
+        self.wildcard = any(_unspecified(address) for address in settings.listen)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +94,7 @@ class SecurityMiddleware:
 
     def _authorize(self, scope: Scope, headers: dict[str, str]) -> Identity | None:
         server = scope.get("server")
-        guarded = server is not None and is_loopback(str(server[0]))
+        guarded = not self.wildcard and server is not None and is_loopback(str(server[0]))
         if guarded and not host_allowed(headers.get("host", ""), self.settings.allowed_hosts):
             raise Refusal(403, "forbidden: this Host is not allowed")
         access = classify(scope["method"], scope["path"])
@@ -164,6 +168,13 @@ class SecurityMiddleware:
             else:
                 log.exception("%s %s failed", scope["method"], path)
                 await error_for(path, 500, "internal error")(scope, receive, send)
+
+
+def _unspecified(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(parse_listen(address)[0]).is_unspecified
+    except ValueError:
+        return False
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
