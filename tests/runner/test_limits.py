@@ -203,3 +203,25 @@ def test_upload_larger_than_upload_limit_is_413(
         response = http.post(f"/api/blobs/{sha256_file(tiny_gguf)}", content=tiny_gguf.read_bytes())
     assert "larger than" in assert_dialect_error(response, "ollama", 413)
     assert not any(p.is_file() for p in store_dir.rglob("*"))
+
+
+FUZZED = [  # mutations that once answered a bare 500 (found by a quick fuzz of every dialect)
+    ("/api/generate", {"prompt": "hi", "stream": False, "format": {"type": [[]]}}, "ollama"),
+    ("/api/chat", {"messages": [{"properties": None, "0": []}], "stream": False,
+                   "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": []}}}]}, "ollama"),
+    ("/v1/chat/completions", {"messages": HI, "tools": [{"type": [], "function": {"name": "f"}}]}, "openai"),
+    ("/v1/chat/completions", {"messages": HI, "tools": [{"type": [None], "function": {"name": "f"}}]}, "openai"),
+    ("/v1/responses", {"input": "hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": []}}}}, "openai"),
+    ("/v1/responses", {"input": [[1]]}, "openai"),
+    ("/v1/messages", {"max_tokens": 2, "messages": HI, "tool_choice": {"type": [None]}}, "anthropic"),
+    ("/v1/messages", {"max_tokens": 2, "messages": HI, "system": [{"type": [None], "text": "s"}]}, "anthropic"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "body", "dialect"), FUZZED)
+def test_fuzzed_bodies_are_4xx(
+    bounded: httpx.Client, path: str, body: dict[str, Any], dialect: str
+) -> None:
+    response = bounded.post(path, json={"model": "tiny", **body})
+    assert 400 <= response.status_code < 500, response.text
+    assert_dialect_error(response, dialect, response.status_code)

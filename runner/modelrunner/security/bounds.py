@@ -53,7 +53,7 @@ def _walk(data: Any, max_depth: int) -> _Census:
         if census.depth > max_depth:
             return census
         if isinstance(item, dict):
-            if item.get("type") in _IMAGE_PARTS:
+            if isinstance(item.get("type"), str) and item["type"] in _IMAGE_PARTS:
                 census.images += 1
             stack.extend((v, depth + 1, str(k)) for k, v in item.items())
         else:

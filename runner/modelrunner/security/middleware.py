@@ -144,7 +144,12 @@ class SecurityMiddleware:
             if not message.get("more_body"):
                 break
         body = b"".join(chunks)
-        check_json(body, self.settings)
+        try:
+            check_json(body, self.settings)
+        except Refusal:
+            raise
+        except Exception:  # a gap in these checks must not cost the caller a 500
+            log.exception("%s %s: input checks failed", scope["method"], scope["path"])
         return body
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
