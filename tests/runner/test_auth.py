@@ -4,6 +4,8 @@ management token, 401/403 in each dialect's shape, key file reload, the DNS-rebi
 from __future__ import annotations
 
 import logging
+import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,10 @@ import pytest
 from pydantic import SecretStr
 
 from modelrunner.app import create_app
+from modelrunner.security.routes import Access, classify
 from modelrunner.settings import Settings
 from tests.conftest import upload_and_create
+from tests.support.fake_engine import FakeEngine
 from tests.support.server import LiveServer
 
 MGMT = "mgmt-0123456789"
@@ -229,3 +233,34 @@ def test_a_runner_listening_on_every_address_is_not_host_guarded(tmp_path: Path)
             assert http.get("/api/tags", headers={"Host": "evil.example"}).status_code == 200
     finally:
         server.stop()
+
+
+# The only routes that take a body or delete something without the management token.
+INFERENCE_ENDS = re.compile(
+    r"/(chat|generate|embed|embeddings|show|completions|messages|count_tokens|responses"
+    r"|responses/\{response_id\}|tokenize|detokenize|rerank|reranking|score)$"
+)
+
+
+def test_every_route_that_changes_state_is_management(tmp_path: Path) -> None:
+    """New routes get the same rule: a POST or DELETE is management unless it is inference."""
+    app = create_app(Settings(models=tmp_path, listen=[]), engine=FakeEngine())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # HEAD+GET routes share an operation id
+        paths = app.openapi()["paths"]
+    checked = 0
+    for template, operations in paths.items():
+        concrete = re.sub(r"\{[^}]+\}", "m", template)
+        for method in map(str.upper, operations):
+            access = classify(method, concrete)
+            if method in ("POST", "DELETE", "PUT", "PATCH"):
+                expected = (
+                    Access.INFERENCE if INFERENCE_ENDS.search(template) else Access.MANAGEMENT
+                )
+                assert access is expected, (method, template)
+                checked += 1
+            elif template in ("/engines/requests", "/logs"):  # other callers' prompts
+                assert access is Access.MANAGEMENT
+            else:
+                assert access in (Access.INFERENCE, Access.PUBLIC), (method, template)
+    assert checked > 50
