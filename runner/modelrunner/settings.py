@@ -143,6 +143,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Largest streamed upload (blobs, model archives) in bytes; 0: unlimited.",
     )
+    body_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds a client may pause while sending a JSON body before it gets 408 "
+        "(slow clients hold no slot for long).",
+    )
     max_json_depth: int = Field(
         default=64, ge=4, description="Deepest nesting of arrays and objects in a JSON body."
     )

@@ -225,3 +225,16 @@ def test_fuzzed_bodies_are_4xx(
     response = bounded.post(path, json={"model": "tiny", **body})
     assert 400 <= response.status_code < 500, response.text
     assert_dialect_error(response, dialect, response.status_code)
+
+
+def test_a_stalled_body_gets_408(make_runner: Any) -> None:
+    server = make_runner(body_timeout=0.5)
+
+    def stalled() -> Iterator[bytes]:
+        yield b'{"model": '
+        time.sleep(2)
+        yield b'"tiny"}'
+
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        response = http.post("/v1/chat/completions", content=stalled())
+    assert "timed out" in assert_dialect_error(response, "openai", 408)

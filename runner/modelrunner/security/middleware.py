@@ -3,6 +3,7 @@ the caller's dialect for input the routers did not expect (never a bare 500 page
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import re
@@ -133,7 +134,10 @@ class SecurityMiddleware:
             raise too_large
         chunks, size = [], 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.settings.body_timeout)
+            except TimeoutError:
+                raise Refusal(408, "timed out reading the request body") from None
             if message["type"] != "http.request":
                 break
             chunk = message.get("body", b"")
