@@ -3,6 +3,7 @@ management token, 401/403 in each dialect's shape, key file reload, the DNS-rebi
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import warnings
@@ -184,16 +185,24 @@ def test_keys_are_never_logged(secured: Secured, caplog: pytest.LogCaptureFixtur
         assert secret not in caplog.text
 
 
+def _generated(metrics: str, key: str) -> float:
+    prefix = f'modelrunner_key_tokens_total{{key="{key}",kind="generated"}}'
+    lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
 def test_metrics_count_usage_per_key_id(secured: Secured) -> None:
+    body = {"model": "tiny", "prompt": "hi", "stream": False, "options": {"num_predict": 3}}
     with secured.client(ALICE) as http:
-        reply = http.post("/api/generate", json={"model": "tiny", "prompt": "hi", "stream": False,
-                                                 "options": {"num_predict": 3}})  # fmt: skip
+        reply = http.post("/api/generate", json=body)
         assert reply.status_code == 200
         metrics = http.get("/metrics").text
-    assert 'modelrunner_key_requests_total{key="alice",outcome="ok"}' in metrics
-    generated = [line for line in metrics.splitlines()
-                 if line.startswith('modelrunner_key_tokens_total{key="alice",kind="generated"}')]  # fmt: skip
-    assert generated and float(generated[0].split()[-1]) == reply.json()["eval_count"]
+        assert 'modelrunner_key_requests_total{key="alice",outcome="ok"}' in metrics
+        assert _generated(metrics, "alice") == reply.json()["eval_count"]
+        with http.stream("POST", "/api/generate", json={**body, "stream": True}) as streamed:
+            final = json.loads(list(streamed.iter_lines())[-1])
+        after = http.get("/metrics").text
+    assert _generated(after, "alice") == reply.json()["eval_count"] + final["eval_count"]
     assert ALICE not in metrics and BOB not in metrics
 
 
