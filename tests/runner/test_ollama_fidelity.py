@@ -278,3 +278,16 @@ def test_create_pulls_a_from_model_that_is_not_local(
         whole = http.post("/api/create", json=absent | {"stream": False})
         assert (whole.status_code, whole.json()) == (404, {"error": error})
         assert "other:latest" not in {m["name"] for m in http.get("/api/tags").json()["models"]}
+
+
+@pytest.mark.parametrize("context", [[1, 10**9], [1, -5], [2**40]])
+def test_a_context_of_foreign_token_ids_is_a_clear_400(
+    http: httpx.Client, tiny_gguf: Path, context: list[int]
+) -> None:
+    """Token ids outside the vocabulary never reach llama.cpp (they made a 500 before)."""
+    upload_and_create(http, tiny_gguf, "tiny")
+    body = {"model": "tiny", "prompt": "x", "context": context, "stream": False,
+            "options": {"num_predict": 2}}  # fmt: skip
+    response = http.post("/api/generate", json=body)
+    assert response.status_code == 400, response.text
+    assert "not a token id" in response.json()["error"]

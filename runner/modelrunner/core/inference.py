@@ -146,6 +146,7 @@ class InferenceService:
             if images:
                 tokens, media = await _media_prompt(model, text, images, lead, req)
             elif req.context and not req.is_chat:
+                _check_context(req.context, model)
                 # A continuation: one BOS, the earlier turns, then the new text (as Ollama
                 # tokenizes the detokenized context plus the prompt).
                 earlier = _without_lead(list(req.context), lead)
@@ -309,6 +310,7 @@ async def _media_prompt(
     prefix: list[int] = []
     add_bos = not _starts_with_bos(marked, model)
     if req.context and not req.is_chat:
+        _check_context(req.context, model)
         prefix = lead + _without_lead(list(req.context), lead)
         add_bos = False
     mp = await anyio.to_thread.run_sync(
@@ -481,3 +483,25 @@ def clean_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         else m
         for m in messages
     ]
+
+
+def vocab_size(model: Any) -> int | None:
+    """The model's vocabulary size, from whichever llama.cpp handle its engine holds."""
+    native: Any = getattr(model, "native", None)
+    if native is not None:
+        return int(native.n_vocab)
+    llm: Any = getattr(model, "llm", None)
+    return int(llm.n_vocab()) if llm is not None else None
+
+
+def _check_context(context: list[int], model: Any) -> None:
+    """A context is the model's own token ids: anything else would reach llama.cpp unchecked."""
+    size = vocab_size(model)
+    for token in context:
+        if (
+            isinstance(token, bool)
+            or not isinstance(token, int)
+            or token < 0
+            or (size is not None and token >= size)
+        ):
+            raise InvalidRequest(f"context holds {token!r}, not a token id of this model")

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from modelrunner.core.inference import InferenceService
+from modelrunner.core.inference import InferenceService, vocab_size
 from modelrunner.engine.base import EngineModel, LoadOptions
 from modelrunner.errors import InvalidRequest
 from modelrunner.names import Dialect
@@ -39,14 +39,6 @@ async def loaded(svc: InferenceService, ref: str, dialect: Dialect) -> AsyncIter
         yield lease.runner.model
 
 
-def _vocab_size(model: EngineModel) -> int | None:
-    native: Any = getattr(model, "native", None)
-    if native is not None:
-        return int(native.n_vocab)
-    llm: Any = getattr(model, "llm", None)
-    return int(llm.n_vocab()) if llm is not None else None
-
-
 def piece_bytes(model: EngineModel, token: int) -> bytes:
     """The exact bytes of one token, special tokens spelled out (llama-server's pieces)."""
     native: Any = getattr(model, "native", None)
@@ -59,7 +51,7 @@ def piece_bytes(model: EngineModel, token: int) -> bytes:
 
 
 def check_tokens(model: EngineModel, tokens: list[int]) -> None:
-    size = _vocab_size(model)
+    size = vocab_size(model)
     for token in tokens:
         if token < 0 or (size is not None and token >= size):
             raise InvalidRequest(f"invalid token id {token} (the vocabulary has {size} tokens)")
