@@ -18,6 +18,8 @@ def grammar_for(format_: Any) -> str | None:
     if isinstance(format_, dict):
         try:
             return str(json_schema_to_gbnf(json.dumps(format_)))
-        except (ValueError, KeyError, TypeError, NotImplementedError) as exc:
+        # The converter asserts and dereferences its way through malformed schemas.
+        except (ValueError, KeyError, TypeError, NotImplementedError, AssertionError,
+                AttributeError, IndexError, RecursionError) as exc:  # fmt: skip
             raise InvalidRequest(f"invalid JSON schema in format: {exc}") from None
     raise InvalidRequest(f"invalid format: {json.dumps(format_)}")
