@@ -364,8 +364,9 @@ def report(args: argparse.Namespace, res: Results, levels: list[int], names: lis
 MOVED = [
     "What moved these numbers (issue 14; engine/threadpool.py, batched.py, batch_native.py, the "
     "Makefile): the wheel is built without OpenMP, as Ollama and DMR build llama.cpp, and the "
-    "engine attaches a ggml thread pool of its own to its context (without one, llama.cpp "
-    "without OpenMP would create and join threads for every decode). With OpenMP the idle "
+    "engine attaches a ggml thread pool of its own to its context, as llama-server does "
+    "(without one, llama.cpp without OpenMP creates and joins threads for every decode; "
+    "measured neutral here, 0.99× at 4 streams over 8 alternating runs). With OpenMP the idle "
     "workers spin after every step on the cores the Python side needs (compare the two "
     "llama-server builds; our runner over HTTP measured 0.88× at 1 stream and 0.91× at 4 with "
     "the OpenMP wheel, first tokens 3.7× and 2.3× later, in one interleaved run of both, 2026-12-01). "
