@@ -9,7 +9,8 @@ OpenMP, the pool only carries settings (OpenMP owns the threads) and attaching i
 ``poll`` is how long the pool's idle workers busy-wait for the next graph before sleeping (ggml's
 0-100 scale; llama-server's default 50 spins through the whole gap between decode steps). A
 worker spinning between steps takes a core from the Python work of that gap (sampling, handing
-tokens to the event loop, HTTP), so the engine polls less (BENCHMARKS.md).
+tokens to the event loop, HTTP) and from other loaded models; the engine does not poll (50
+measured within the noise of 0: BENCHMARKS.md).
 
 llama-cpp-python has no bindings for these calls: they are declared here with ctypes, on the
 library llama-cpp-python loaded (its dependencies, libggml-base and libggml-cpu, resolve through
