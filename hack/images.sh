@@ -14,7 +14,7 @@ HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$HACK_DIR/.." && pwd)
 CACHE_ROOT=${XDG_CACHE_HOME:-$HOME/.cache}/modelrunner
 IMAGES_CACHE=${MODELRUNNER_IMAGES_CACHE:-$CACHE_ROOT/images}
-WHEELS=${WHEELS:-$CACHE_ROOT/wheels}
+WHEELS=${WHEELS:-$CACHE_ROOT/wheels/no-openmp}  # make dev builds it without OpenMP (Makefile)
 IMAGES_ENV=${MODELRUNNER_IMAGES_ENV:-$REPO_ROOT/.cluster/images.env}
 REGISTRY=${MODELRUNNER_REGISTRY:-}
 # What the Dockerfiles copy (.dockerignore lets in the same paths).
