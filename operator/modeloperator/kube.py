@@ -141,6 +141,26 @@ class Kube:
         except KubeError as exc:
             raise KubeError(f"reading Secret {name!r}: {exc}") from None
 
+    async def create(self, obj: dict[str, Any], owner: dict[str, Any]) -> bool:
+        """Create ``obj`` owned by ``owner``; False when it exists already (left as it is)."""
+        body = dict(obj, metadata=dict(obj["metadata"], ownerReferences=[owner_reference(owner)]))
+        resource = await self._resource(body["apiVersion"], body["kind"])
+        what = f"create {body['kind']}/{body['metadata']['name']}"
+        try:
+            result = await (await self.dynamic()).create(
+                resource, body=body, namespace=body["metadata"].get("namespace")
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise KubeError(f"{what}: {exc.reason}") from None
+        created = dict(result.to_dict())
+        if created.get("kind") == "Status" and created.get("status") == "Failure":
+            if created.get("code") == 409:  # a refusal may come back as a Status, not raised
+                return False
+            raise KubeError(f"{what}: {created.get('message')}")
+        return True
+
     async def models(self, namespace: str) -> list[dict[str, Any]]:
         return await self.list_objects(API_VERSION, "Model", namespace)
 

@@ -146,7 +146,9 @@ async def converge_instance(
     auth: str | None = None,
 ) -> InstanceResult:
     settings = ctx.settings
-    client = RunnerClient(instance.url, settings.request_timeout, settings.pull_timeout)
+    client = RunnerClient(
+        instance.url, settings.request_timeout, settings.pull_timeout, instance.token
+    )
     try:
         tags = tag_index(await client.tags())
         actions = plan_present(view, tags, needed)
@@ -253,7 +255,7 @@ async def remove_model(ctx: Context, body: dict[str, Any]) -> list[InstanceResul
     needed = references_in_use(others, exclude=view.name)
     results = []
     for instance in await instances_for(ctx, body):
-        client = RunnerClient(instance.url, ctx.settings.request_timeout)
+        client = RunnerClient(instance.url, ctx.settings.request_timeout, token=instance.token)
         try:
             tags = tag_index(await client.tags())
             for action in plan_absent(view, tags, needed):

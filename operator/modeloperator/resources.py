@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import json
@@ -30,6 +31,12 @@ DEFAULT_REQUESTS = {"cpu": "500m", "memory": "1Gi"}
 PRESTOP_SLEEP_SECONDS = 5
 SHUTDOWN_SECONDS = 30
 TERMINATION_GRACE_SECONDS = 60
+# Credentials reach the runner as files of Secret volumes (no subPath: the kubelet then swaps in
+# an edited Secret's content, and the runner re-reads a file whose mtime changed).
+MANAGEMENT_KEY = "token"
+API_KEYS_KEY = "keys"
+MANAGEMENT_DIR = "/etc/modelrunner/management"
+API_KEYS_DIR = "/etc/modelrunner/api-keys"
 
 
 def labels(name: str) -> dict[str, str]:
@@ -46,6 +53,75 @@ def headless_name(name: str) -> str:
 
 def endpoint(name: str, namespace: str) -> str:
     return f"http://{name}.{namespace}.svc.cluster.local"
+
+
+def management_secret_name(name: str) -> str:
+    return f"{name}-management"
+
+
+def secret_ref(ref: dict[str, Any] | None, default_key: str) -> tuple[str, str] | None:
+    """``{name, key?}`` as (name, key); None without a ref."""
+    if not ref or not ref.get("name"):
+        return None
+    return str(ref["name"]), str(ref.get("key") or default_key)
+
+
+def management_ref(name: str, spec: dict[str, Any]) -> tuple[str, str]:
+    """The Secret and key holding a ModelRunner's management token: the one its spec names
+    (``auth.managementSecretRef``, or ``external.managementSecretRef``), else the one the
+    operator creates for a pod-mode runner."""
+    external = spec.get("external") or {}
+    given = external.get("managementSecretRef") if external else None
+    given = given or (spec.get("auth") or {}).get("managementSecretRef")
+    return secret_ref(given, MANAGEMENT_KEY) or (management_secret_name(name), MANAGEMENT_KEY)
+
+
+def management_secret(name: str, namespace: str, token: str) -> dict[str, Any]:
+    """The operator's own management Secret for a pod-mode runner (created once, never
+    rotated by the operator: delete it to get a new token)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": management_secret_name(name),
+            "namespace": namespace,
+            "labels": labels(name),
+        },
+        "data": {MANAGEMENT_KEY: base64.b64encode(token.encode()).decode()},
+    }
+
+
+def secret_value(secret: dict[str, Any], key: str) -> str | None:
+    """A Secret's value under ``key``, decoded and stripped; None when absent or empty."""
+    encoded = (secret.get("data") or {}).get(key)
+    if not encoded:
+        return None
+    value = base64.b64decode(encoded).decode("utf-8", "replace").strip()
+    return value or None
+
+
+def _auth_mounts(
+    name: str, spec: dict[str, Any]
+) -> tuple[list[dict[str, str]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Env, volumes and mounts that hand the runner its management token file and, when the
+    spec names one, its API keys file."""
+    secret, key = management_ref(name, spec)
+    env = [{"name": "MODEL_RUNNER_MANAGEMENT_TOKEN_FILE", "value": f"{MANAGEMENT_DIR}/token"}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "management", "secret": {"secretName": secret,
+                                          "items": [{"key": key, "path": "token"}]}},
+    ]  # fmt: skip
+    mounts = [{"name": "management", "mountPath": MANAGEMENT_DIR, "readOnly": True}]
+    keys = secret_ref((spec.get("auth") or {}).get("apiKeysSecretRef"), API_KEYS_KEY)
+    if keys is not None:
+        env.append({"name": "MODEL_RUNNER_API_KEYS_FILE", "value": f"{API_KEYS_DIR}/keys"})
+        volumes.append(
+            {"name": "api-keys", "secret": {"secretName": keys[0],
+                                            "items": [{"key": keys[1], "path": "keys"}]}}
+        )  # fmt: skip
+        mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
+    return env, volumes, mounts
 
 
 def _ports(target: int | None = None) -> list[dict[str, Any]]:
@@ -137,6 +213,7 @@ def statefulset(
     gpu_limits, gpu_tolerations, gpu_selector = _gpu(spec)
     resources = _resources(spec.get("resources") or {}, gpu_limits)
     storage = spec.get("storage") or {}
+    auth_env, auth_volumes, auth_mounts = _auth_mounts(name, spec)
     probe = {"httpGet": {"path": "/api/version", "port": "ollama"}, "timeoutSeconds": 5}
     container: dict[str, Any] = {
         "name": "runner",
@@ -146,12 +223,13 @@ def statefulset(
             {"name": "ollama", "containerPort": OLLAMA_PORT, "protocol": "TCP"},
             {"name": "dmr", "containerPort": DMR_PORT, "protocol": "TCP"},
         ],
-        "env": _engine_env(spec.get("engine") or {}),
+        "env": _engine_env(spec.get("engine") or {}) + auth_env,
         "resources": resources,
         # The root filesystem is read-only: the store volume and /tmp are the only writable paths.
         "volumeMounts": [
             {"name": "models", "mountPath": STORE_PATH},
             {"name": "tmp", "mountPath": "/tmp"},
+            *auth_mounts,
         ],
         # Startup: up to 10 minutes to open the store (a cold start on a slow volume); models
         # load on first use, not at startup. Readiness: /api/version, which touches no model.
@@ -208,7 +286,7 @@ def statefulset(
         "selector": {"matchLabels": selector(name)},
         "template": {"metadata": {"labels": labels(name)}, "spec": pod_spec},
     }
-    pod_spec["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    pod_spec["volumes"] = [{"name": "tmp", "emptyDir": {}}, *auth_volumes]
     if storage.get("ephemeral"):
         pod_spec["volumes"].append({"name": "models", "emptyDir": {}})
     elif storage.get("existingClaim"):

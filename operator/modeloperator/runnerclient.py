@@ -30,14 +30,22 @@ async def _ignore(_: dict[str, Any]) -> None:
 
 
 class RunnerClient:
-    def __init__(self, base_url: str, timeout: float = 30.0, pull_timeout: float = 3600.0) -> None:
+    def __init__(
+        self, base_url: str, timeout: float = 30.0, pull_timeout: float = 3600.0,
+        token: str | None = None,
+    ) -> None:  # fmt: skip
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.pull_timeout = pull_timeout
+        # The runner's management token, sent on every call (the runner's management routes
+        # need it; its other routes take it too).
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def _request(self, method: str, path: str, body: Any = None) -> httpx.Response:
         try:
-            async with httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout) as client:
+            async with httpx.AsyncClient(
+                base_url=self.base_url, timeout=self.timeout, headers=self.headers
+            ) as client:
                 response = await client.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise Unreachable(f"runner {self.base_url} unreachable: {exc!r}") from None
@@ -96,7 +104,9 @@ class RunnerClient:
         headers = {"X-Registry-Config": auth} if auth else None
         try:
             async with (
-                httpx.AsyncClient(base_url=self.base_url, timeout=timeout) as client,
+                httpx.AsyncClient(
+                    base_url=self.base_url, timeout=timeout, headers=self.headers
+                ) as client,
                 client.stream("POST", path, json=body, headers=headers) as response,
             ):
                 if response.status_code >= 400:

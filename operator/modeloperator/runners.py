@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from modeloperator import conditions
+from modeloperator.auth import ensure_management_secret, management_token
 from modeloperator.conditions import now
 from modeloperator.credentials import SecretError
 from modeloperator.gate import (
@@ -138,20 +139,27 @@ async def reconcile_runner(ctx: Context, body: dict[str, Any]) -> dict[str, Any]
         "observedGeneration": generation,
         "endpoint": endpoint(name, namespace),
     }
+    if not spec.get("external"):
+        await ensure_management_secret(ctx.kube, body)
+    try:
+        token = await management_token(ctx.kube, body)
+        secret_problem = None
+    except SecretError as exc:
+        token, secret_problem = None, f"management secret: {exc}"
     if spec.get("external"):
         for obj in external_objects(name, namespace, spec["external"]["url"]):
             await ctx.kube.apply(obj, body)
         instance = Instance(name, "external", spec["external"]["url"])
-        client = RunnerClient(instance.url, ctx.settings.request_timeout)
+        client = RunnerClient(instance.url, ctx.settings.request_timeout, token=token)
         try:
             await client.tags()
-            up = True
-            message = f"external server {instance.url} answers"
+            up = secret_problem is None
+            message = secret_problem or f"external server {instance.url} answers"
         except RunnerError as exc:
-            up, message = False, exc.message
+            up, message = False, secret_problem or exc.message
         status.update(replicas=1, readyReplicas=1 if up else 0,
                       instances=[{"name": "external", "url": instance.url, "ready": up}])  # fmt: skip
-        reason = "Ready" if up else "RunnerUnreachable"
+        reason = "Ready" if up else "SecretUnusable" if secret_problem else "RunnerUnreachable"
         status["conditions"] = conditions.merge(
             (body.get("status") or {}).get("conditions"),
             conditions.summary(up, not up, False, reason, message, generation),
@@ -173,7 +181,10 @@ async def reconcile_runner(ctx: Context, body: dict[str, Any]) -> dict[str, Any]
         instances=[{"name": i.name, "url": i.url, "ready": i.serving} for i in instances],
     )
     blocked = unschedulable_reason(pods)
-    if blocked and ready_count < want:
+    if secret_problem and ready_count < want:
+        ready, reconciling, stalled = False, False, True
+        reason, message = "SecretUnusable", secret_problem
+    elif blocked and ready_count < want:
         ready, reconciling, stalled = False, False, True
         reason, message = "Unschedulable", blocked
     elif ready_count >= want:

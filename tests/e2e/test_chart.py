@@ -85,7 +85,9 @@ def test_default_template_cluster_wide() -> None:
     assert granted[("", "pods")] == {"get", "list", "watch"}
     assert granted[("", "events")] == {"create"}
     assert granted[("modelrunner.io", "models/status")] == {"get", "patch"}
-    assert granted[("", "secrets")] == {"get"}  # pull secrets by name, never listed
+    # Secrets by name (pull and management secrets) and its own management Secrets: created,
+    # never listed, watched, updated or deleted.
+    assert granted[("", "secrets")] == {"get", "create"}
     assert ("", "configmaps") not in granted
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in rules)
     assert not any("delete" in verbs for verbs in granted.values())
@@ -146,6 +148,30 @@ def test_template_runner_models_and_service_monitor() -> None:
         "app.kubernetes.io/name": "model-runner", "app.kubernetes.io/managed-by": "modeloperator"}  # fmt: skip
     assert monitor["spec"]["namespaceSelector"] == {"any": True}
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_template_network_policy_lets_only_the_operator_and_peers_in() -> None:
+    assert "NetworkPolicy" not in kinds(render())  # off by default
+    docs = [d for d in render("--set", "networkPolicy.enabled=true", "--set",
+                              "watchNamespaces={a,b}") if d["kind"] == "NetworkPolicy"]  # fmt: skip
+    assert [d["metadata"]["namespace"] for d in docs] == ["a", "b"]
+    spec = docs[0]["spec"]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "model-runner"
+    assert spec["policyTypes"] == ["Ingress"]
+    (rule,) = spec["ingress"]
+    assert sorted(p["port"] for p in rule["ports"]) == [11434, 12434]
+    operator, same_namespace = rule["from"]
+    assert operator["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ops"}
+    assert operator["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "rel"
+    assert same_namespace == {"podSelector": {}}
+    # Cluster-wide operator: one policy in the release's namespace; `from` replaced.
+    (only_peers,) = [d for d in render("--set", "networkPolicy.enabled=true", "--set-json",
+                                       'networkPolicy.from=[{"podSelector": {"matchLabels": '
+                                       '{"role": "client"}}}]') if d["kind"] == "NetworkPolicy"]  # fmt: skip
+    assert only_peers["metadata"]["namespace"] == "ops"
+    assert only_peers["spec"]["ingress"][0]["from"][1] == {
+        "podSelector": {"matchLabels": {"role": "client"}}
+    }
 
 
 @pytest.mark.parametrize(
@@ -231,7 +257,7 @@ def test_install_creates_the_operator_objects_with_least_privilege(
         ("create", "statefulsets.apps"), ("patch", "statefulsets.apps"),
         ("patch", "services"), ("create", "endpointslices.discovery.k8s.io"),
         ("list", "pods"), ("watch", "pods"), ("patch", "pods/status"), ("create", "events"),
-        ("get", "secrets"),
+        ("get", "secrets"), ("create", "secrets"),
     ]  # fmt: skip
     for verb, resource in allowed:
         assert can(verb, resource), f"{account} cannot {verb} {resource}"
@@ -240,7 +266,8 @@ def test_install_creates_the_operator_objects_with_least_privilege(
                            ("watch", "customresourcedefinitions.apiextensions.k8s.io")]:  # fmt: skip
         assert can(verb, resource, where=None), f"{account} cannot {verb} {resource}"
     denied = [
-        ("list", "secrets"), ("watch", "secrets"), ("list", "configmaps"), ("delete", "pods"),
+        ("list", "secrets"), ("watch", "secrets"), ("update", "secrets"), ("patch", "secrets"),
+        ("delete", "secrets"), ("list", "configmaps"), ("delete", "pods"),
         ("create", "pods"),
         ("delete", "statefulsets.apps"), ("create", "models.modelrunner.io"),
         ("delete", "models.modelrunner.io"), ("create", "deployments.apps"),

@@ -213,6 +213,6 @@ def test_runner_pod_is_hardened() -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["automountServiceAccountToken"] is False
-    mounts = {m["mountPath"] for m in container["volumeMounts"]}
-    assert mounts == {"/models", "/tmp"}
-    assert {v["name"] for v in pod["volumes"]} == {"models", "tmp"}
+    writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
+    assert writable == {"/models", "/tmp"}  # the management token's Secret volume is read-only
+    assert {v["name"] for v in pod["volumes"]} == {"models", "tmp", "management"}

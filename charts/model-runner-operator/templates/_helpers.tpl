@@ -89,12 +89,12 @@ app.kubernetes.io/part-of: {{ include "mro.name" . }}
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-{{- if .Values.rbac.pullSecrets }}
-# The pull secrets Models name (pullSecretRef): by name only, never listed or watched.
+# Secrets by name only, never listed or watched: each pod-mode ModelRunner's management Secret
+# (created once, owned by the ModelRunner, never updated), and those Models and ModelRunners
+# name (pullSecretRef, managementSecretRef).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get]
-{{- end }}
+  verbs: [get, create]
 {{- end }}
 
 {{- define "mro.peeringRules" -}}
