@@ -80,8 +80,16 @@ socketserver.TCPServer(("", 8080), H).serve_forever()
 """
 
 PROBE = """
-import socket, time, urllib.request
-print("service:", urllib.request.urlopen("http://web/", timeout=10).read().decode())
+import socket, time, urllib.error, urllib.request
+# kube-proxy programs a new Service within a second or so: until then the node has no route to it.
+for attempt in range(60):
+    try:
+        body = urllib.request.urlopen("http://web/", timeout=10).read().decode()
+        break
+    except urllib.error.URLError as exc:
+        print("waiting for the Service:", exc)
+        time.sleep(0.5)
+print("service:", body)
 print("fqdn:", socket.gethostbyname("web.{ns}.svc.cluster.local"))
 started = time.monotonic()
 try:
