@@ -14,10 +14,11 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from modelrunner.core.inference import Session
+from modelrunner.core.inference import InferenceService, Session
 from modelrunner.core.models import ModelService
 from modelrunner.core.types import Chunk
-from modelrunner.errors import InvalidRequest, ModelRunnerError
+from modelrunner.errors import InvalidRequest, ModelRunnerError, NotFound
+from modelrunner.names import Dialect
 from modelrunner.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -37,6 +38,24 @@ class Services:
 def services(request: Request) -> Services:
     value: Services = request.app.state.services
     return value
+
+
+def inference(request: Request) -> InferenceService:
+    svc: InferenceService = services(request).extra["inference"]
+    return svc
+
+
+# The engines DMR's /engines/{backend}/... paths may name; llama.cpp is the one built in.
+BACKENDS = ("llama.cpp",)
+
+
+def engine_dialect(request: Request) -> Dialect:
+    """Under ``/engines/`` names read as DMR's (and the backend must be ours); elsewhere as Ollama's."""
+    if not request.url.path.startswith("/engines/"):
+        return Dialect.OLLAMA
+    if request.path_params.get("backend", BACKENDS[0]) not in BACKENDS:
+        raise NotFound("backend not found")
+    return Dialect.DMR
 
 
 async def read_json(request: Request, *, required: bool = True) -> Any:

@@ -16,8 +16,8 @@ from modelrunner.api.anthropic import convert
 from modelrunner.api.anthropic.schemas import CountTokensRequest, MessagesRequest
 from modelrunner.api.anthropic.stream import MessageStream
 from modelrunner.api.anthropic.wire import AnthropicRoute, json_response, new_id, sse_stream
-from modelrunner.api.common import collect, read_json, services
-from modelrunner.core.inference import InferenceService, Session
+from modelrunner.api.common import collect, engine_dialect, inference, read_json
+from modelrunner.core.inference import Session
 from modelrunner.core.types import InferenceRequest
 from modelrunner.errors import (
     InvalidName,
@@ -26,11 +26,9 @@ from modelrunner.errors import (
     ModelRunnerError,
     NotFound,
 )
-from modelrunner.names import Dialect
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-BACKENDS = ("llama.cpp",)
 MAX_BODY = 32 * 1024 * 1024  # Anthropic's limit for the Messages and token counting APIs
 PATHS = re.compile(r"^(/anthropic|/engines(/[^/]+)?)?/v1/messages(/|$)")
 
@@ -44,20 +42,6 @@ class RequestTooLarge(ModelRunnerError):
 def is_anthropic_path(path: str) -> bool:
     """Paths whose unknown routes answer in Anthropic's error shape."""
     return path.startswith("/anthropic/") or PATHS.match(path) is not None
-
-
-def inference(request: Request) -> InferenceService:
-    svc: InferenceService = services(request).extra["inference"]
-    return svc
-
-
-def dialect_of(request: Request) -> Dialect:
-    """``/v1`` and ``/anthropic/v1`` read names as Ollama does; ``/engines/...`` as DMR does."""
-    if not request.url.path.startswith("/engines/"):
-        return Dialect.OLLAMA
-    if request.path_params.get("backend", BACKENDS[0]) not in BACKENDS:
-        raise NotFound("backend not found")
-    return Dialect.DMR
 
 
 def _where(loc: tuple[Any, ...]) -> str:
@@ -106,7 +90,7 @@ async def events(session: Session, renderer: MessageStream) -> AsyncIterator[dic
 
 @api.post("/messages")
 async def messages(request: Request) -> Response:
-    dialect = dialect_of(request)
+    dialect = engine_dialect(request)
     body = await read_body(request, MessagesRequest)
     req = await prepared(request, convert.inference_request(body, dialect))
     session = await found(body.model, inference(request).open(req))
@@ -124,7 +108,7 @@ async def messages(request: Request) -> Response:
 
 @api.post("/messages/count_tokens")
 async def count_tokens(request: Request) -> Response:
-    dialect = dialect_of(request)
+    dialect = engine_dialect(request)
     body = await read_body(request, CountTokensRequest)
     req = await prepared(request, convert.inference_request(body, dialect))
     count = await found(body.model, inference(request).count_tokens(req))

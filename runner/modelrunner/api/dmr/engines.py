@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modelrunner.api.common import read_json, services
+from modelrunner.api.common import inference, read_json, services
 from modelrunner.api.dmr.wire import DMRRoute
 from modelrunner.core.inference import InferenceService
 from modelrunner.durations import FOREVER, parse_keep_alive
@@ -185,11 +185,6 @@ def rfc3339(timestamp: float) -> str:
 
 
 # -- request plumbing ----------------------------------------------------------------------------
-
-
-def inference(request: Request) -> InferenceService:
-    svc: InferenceService = services(request).extra["inference"]
-    return svc
 
 
 def state(request: Request) -> EngineState:

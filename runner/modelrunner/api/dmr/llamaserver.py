@@ -18,10 +18,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from modelrunner.api.common import services
+from modelrunner.api.common import inference, services
 from modelrunner.api.dmr.wire import DMRRoute
 from modelrunner.core import tokenize as tok
-from modelrunner.core.inference import InferenceService
 from modelrunner.core.rerank import NotReranker, RankResult, rank
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
 from modelrunner.names import Dialect
@@ -61,11 +60,6 @@ async def routed(request: Request) -> tuple[dict[str, Any], str]:
     except (ModelNotFound, InvalidName):
         raise NotFound("model not found") from None
     return body, model
-
-
-def inference(request: Request) -> InferenceService:
-    svc: InferenceService = services(request).extra["inference"]
-    return svc
 
 
 def _flag(body: dict[str, Any], key: str, default: bool) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from modelrunner.api.common import collect, read_model, services
+from modelrunner.api.common import collect, inference, read_model
 from modelrunner.api.ollama.schemas import (
     ChatRequest,
     EmbeddingsRequest,
@@ -20,7 +20,7 @@ from modelrunner.api.ollama.schemas import (
     InferenceBase,
 )
 from modelrunner.api.ollama.wire import OllamaRoute, ndjson_stream, timestamp
-from modelrunner.core.inference import InferenceService, Session, normalize
+from modelrunner.core.inference import Session, normalize
 from modelrunner.core.types import Chunk, InferenceRequest, Timings
 from modelrunner.durations import parse_keep_alive
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound
@@ -29,11 +29,6 @@ from modelrunner.store.records import ModelRecord
 
 router = APIRouter(route_class=OllamaRoute)
 FAR_FUTURE_SECONDS = 100 * 365 * 86400
-
-
-def inference(request: Request) -> InferenceService:
-    svc: InferenceService = services(request).extra["inference"]
-    return svc
 
 
 def _metrics(t: Timings) -> dict[str, int]:

@@ -15,11 +15,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from modelrunner.api.common import collect, read_model, services
+from modelrunner.api.common import collect, engine_dialect, inference, read_model, services
 from modelrunner.api.openai import responses_convert as rc
 from modelrunner.api.openai.responses_schemas import ResponsesRequest
 from modelrunner.api.openai.responses_stream import Event, ResponseStream
-from modelrunner.api.openai.routes import dialect_of, found, inference
+from modelrunner.api.openai.routes import found
 from modelrunner.api.openai.wire import SSE, OpenAIRoute, error_body
 from modelrunner.core.inference import Session
 from modelrunner.core.responses import ResponseStore, StoredResponse
@@ -38,7 +38,7 @@ def response_store(request: Request) -> ResponseStore:
 
 def dialect(request: Request) -> Dialect:
     path = request.url.path
-    return dialect_of(request) if path.startswith(("/v1/", "/engines/")) else Dialect.DMR
+    return engine_dialect(request) if path.startswith(("/v1/", "/engines/")) else Dialect.DMR
 
 
 def stored(request: Request, response_id: str) -> StoredResponse:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from modelrunner.api.common import read_model, services
+from modelrunner.api.common import engine_dialect, inference, read_model, services
 from modelrunner.api.openai import convert
 from modelrunner.api.openai.choices import (
     Choices,
@@ -26,29 +26,14 @@ from modelrunner.api.openai.schemas import (
     EmbeddingRequest,
 )
 from modelrunner.api.openai.wire import OpenAIRoute, sse_stream
-from modelrunner.core.inference import InferenceService, Session
+from modelrunner.core.inference import Session
 from modelrunner.core.types import Chunk
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
 from modelrunner.names import Dialect
 
 T = TypeVar("T")
-BACKENDS = ("llama.cpp",)
 
 api = APIRouter(route_class=OpenAIRoute)
-
-
-def inference(request: Request) -> InferenceService:
-    svc: InferenceService = services(request).extra["inference"]
-    return svc
-
-
-def dialect_of(request: Request) -> Dialect:
-    """``/v1`` reads names as Ollama does; ``/engines[/{backend}]/v1`` as DMR does."""
-    if not request.url.path.startswith("/engines/"):
-        return Dialect.OLLAMA
-    if request.path_params.get("backend", BACKENDS[0]) not in BACKENDS:
-        raise NotFound("backend not found")
-    return Dialect.DMR
 
 
 async def found(ref: str, awaitable: Awaitable[T]) -> T:
@@ -76,7 +61,7 @@ async def events(session: Session, renderer: Renderer) -> AsyncIterator[dict[str
 
 @api.get("/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    dialect = dialect_of(request)
+    dialect = engine_dialect(request)
     models = services(request).models
     data: dict[str, dict[str, Any]] = {}
     for record in await models.list_models():
@@ -90,7 +75,7 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 @api.get("/models/{model:path}")
 async def get_model(model: str, request: Request) -> dict[str, Any]:
-    dialect = dialect_of(request)
+    dialect = engine_dialect(request)
     models = services(request).models
     record = await found(model, models.get(model, dialect))
     tags = [n.display(Dialect.DMR) for n in models.tags_of(record)]
@@ -99,7 +84,7 @@ async def get_model(model: str, request: Request) -> dict[str, Any]:
 
 @api.post("/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    dialect = dialect_of(request)
+    dialect = engine_dialect(request)
     body = await read_model(request, ChatCompletionRequest)
     if not body.model:
         raise InvalidRequest("model is required")
@@ -131,7 +116,7 @@ def _usage(info: convert.Meta, kind: str, finals: list[Chunk], per_prompt: int) 
 
 @api.post("/completions")
 async def completions(request: Request) -> Response:
-    dialect = dialect_of(request)
+    dialect = engine_dialect(request)
     body = await read_model(request, CompletionRequest)
     if not body.model:
         raise InvalidRequest("model is required")
@@ -155,7 +140,7 @@ async def completions(request: Request) -> Response:
 
 @api.post("/embeddings")
 async def embeddings(request: Request) -> dict[str, Any]:
-    dialect = dialect_of(request)
+    dialect = engine_dialect(request)
     body = await read_model(request, EmbeddingRequest)
     if not body.model:
         raise InvalidRequest("model is required")
