@@ -11,25 +11,9 @@ set -euo pipefail
 DIR=$NODE_DIR/coredns
 
 apply_objects() {
+  grant_user coredns "- {apiGroups: [\"\"], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}"
   kubectl_ apply -f - >/dev/null <<YAML
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: "modelrunner:coredns"}
-rules:
-- apiGroups: [""]
-  resources: [endpoints, services, pods, namespaces]
-  verbs: [list, watch]
-- apiGroups: [discovery.k8s.io]
-  resources: [endpointslices]
-  verbs: [list, watch]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "modelrunner:coredns"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "modelrunner:coredns"}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "modelrunner:coredns"}
----
 apiVersion: v1
 kind: Service
 metadata:

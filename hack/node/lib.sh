@@ -91,3 +91,22 @@ wait_for() { # wait_for <seconds> <what> <command...>
   done
 }
 kubectl_() { "$CLUSTER_DIR/bin/kubectl" --kubeconfig "$CLUSTER_DIR/kubeconfig" "$@"; }
+
+# grant_user <name> <rules YAML>: a ClusterRole and its binding for the client-certificate user
+# modelrunner:<name> (CoreDNS, the provisioner), applied with the admin kubeconfig.
+grant_user() {
+  kubectl_ apply -f - >/dev/null <<YAML
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "modelrunner:$1"}
+rules:
+$2
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "modelrunner:$1"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "modelrunner:$1"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "modelrunner:$1"}
+YAML
+}

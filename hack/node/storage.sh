@@ -18,25 +18,9 @@ metadata:
 provisioner: modelrunner.io/local-path
 volumeBindingMode: WaitForFirstConsumer
 reclaimPolicy: Delete
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: "modelrunner:provisioner"}
-rules:
-- apiGroups: [""]
-  resources: [persistentvolumes]
-  verbs: [get, list, create, delete]
-- apiGroups: [""]
-  resources: [persistentvolumeclaims]
-  verbs: [get, list]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: "modelrunner:provisioner"}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "modelrunner:provisioner"}
-subjects:
-- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "modelrunner:provisioner"}
 YAML
+  grant_user provisioner "- {apiGroups: [\"\"], resources: [persistentvolumes], verbs: [get, list, create, delete]}
+- {apiGroups: [\"\"], resources: [persistentvolumeclaims], verbs: [get, list]}"
   [[ -s $pki/provisioner.crt ]] || gen_cert "$pki" provisioner "/CN=modelrunner:provisioner"
   daemon_pid provisioner >/dev/null ||
     start_daemon provisioner python3 "$NODE_HACK_DIR/provisioner.py" \
