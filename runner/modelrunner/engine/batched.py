@@ -26,7 +26,7 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +54,32 @@ _EMBED_SEQUENCES = 32  # inputs an embedding model evaluates in one decode (shar
 _GATHER_S = 0.025
 _QUIET_S = 0.002
 
-Emit = Callable[[Any], None]
+
+class _Outbox:
+    """What one step hands to the event loops of its consumers: delivered with one wake-up per
+    loop per step (``call_soon_threadsafe`` writes to the loop's self-pipe each time; per token,
+    that was a syscall and a wake-up per stream per step on the decode thread)."""
+
+    def __init__(self) -> None:
+        self._items: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], Any]]] = {}
+
+    def put(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], item: Any) -> bool:
+        """Queue ``item``; False if its consumer's event loop is closed (nobody will read it)."""
+        if loop.is_closed():
+            return False
+        self._items.setdefault(loop, []).append((queue, item))
+        return True
+
+    def flush(self) -> None:
+        items, self._items = self._items, {}
+        for loop, batch in items.items():
+            with contextlib.suppress(RuntimeError):  # closed since: nobody is reading
+                loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _deliver(batch: list[tuple[asyncio.Queue[Any], Any]]) -> None:
+    for queue, item in batch:
+        queue.put_nowait(item)
 
 
 @dataclass(frozen=True)
@@ -97,7 +122,8 @@ class _Slot:
 @dataclass(eq=False)
 class _Request:
     generation: BatchedGeneration
-    emit: Emit
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[Any]
     prompt: list[int]
     sampling: Sampling
     sampler: nat.RequestSampler
@@ -184,6 +210,7 @@ class BatchedLlamaModel:
             self._embd_batch = EmbdBatch(self.native.n_batch, self.projector.n_embd)
         self._slots = [_Slot(seq=i) for i in range(n_seq)]
         self._waiting: collections.deque[_Request] = collections.deque()
+        self._outbox = _Outbox()  # tokens of the current step, handed over when it ends
         self._embeds: collections.deque[_EmbedJob] = collections.deque()
         self._prefilling: list[_Request] = []  # admitted, prompt not fully evaluated, in order
         self._cond = threading.Condition()
@@ -372,8 +399,10 @@ class BatchedLlamaModel:
                     self._step()
                 except Exception as exc:  # never let the loop die: fail what was running
                     self._fail_all(exc)
+                self._outbox.flush()
         finally:
             self._shutdown()
+            self._outbox.flush()
 
     def _step(self) -> None:
         self._gather()
@@ -597,11 +626,7 @@ class BatchedLlamaModel:
         r.pending = token
 
     def _emit(self, r: _Request, item: Any) -> bool:
-        try:
-            r.emit(item)
-        except RuntimeError:  # the consumer's event loop is closed
-            return False
-        return True
+        return self._outbox.put(r.loop, r.queue, item)
 
     def _finish(self, r: _Request, reason: str, now: int) -> None:
         stats = r.generation.stats
@@ -776,15 +801,11 @@ class BatchedGeneration:
             self.stats.done_reason = "cancel"
             self._sampler.free()
             return
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        def emit(item: Any) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
         request = _Request(
             generation=self,
-            emit=emit,
+            loop=asyncio.get_running_loop(),
+            queue=queue,
             prompt=self.prompt,
             sampling=self.sampling,
             sampler=self._sampler,
