@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from modeloperator import GROUP, VERSION
+from modeloperator.gateway_handlers import register_gateways
 from modeloperator.kube import Kube, api_client
 from modeloperator.reconcile import Context, reconcile_model, remove_model
 from modeloperator.resources import LABEL_MANAGED, MANAGER
@@ -30,6 +31,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     models = (GROUP, VERSION, "models")
     runners = (GROUP, VERSION, "modelrunners")
     interval = settings.reconcile_interval
+
+    register_gateways(registry, settings)  # ModelGateways: gateway_handlers.py
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:

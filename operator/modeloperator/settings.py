@@ -21,6 +21,11 @@ class OperatorSettings(BaseSettings):
     reconcile_interval: float = Field(
         default=30.0, gt=0, description="Seconds between level-triggered checks of each object."
     )
+    autoscale_interval: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between a ModelGateway's demand polls (and autoscaling decisions).",
+    )
     pull_timeout: float = Field(
         default=3600.0, gt=0, description="Seconds a single pull may take before it is retried."
     )

@@ -28,6 +28,7 @@ EXAMPLES = ROOT / "examples"
 CRD_NAMES = (
     "models.modelrunner.io",
     "modelrunners.modelrunner.io",
+    "modelgateways.modelrunner.io",
     "kopfpeerings.kopf.dev",
     "clusterkopfpeerings.kopf.dev",
 )

@@ -35,7 +35,11 @@ def kinds(docs: list[dict[str, Any]]) -> list[str]:
 def test_chart_crds_are_byte_identical_to_crds() -> None:
     source = sorted(p.name for p in (ROOT / "crds").glob("*.yaml"))
     copies = sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
-    assert source == copies == ["modelrunners.yaml", "models.yaml", "peering.yaml"]
+    assert (
+        source
+        == copies
+        == ["modelgateways.yaml", "modelrunners.yaml", "models.yaml", "peering.yaml"]
+    )
     for name in source:
         assert (ROOT / "crds" / name).read_bytes() == (CHART / "crds" / name).read_bytes(), (
             f"charts/model-runner-operator/crds/{name} differs from crds/{name}: make chart-sync"
@@ -258,6 +262,10 @@ def test_install_creates_the_operator_objects_with_least_privilege(
         ("patch", "services"), ("create", "endpointslices.discovery.k8s.io"),
         ("list", "pods"), ("watch", "pods"), ("patch", "pods/status"), ("create", "events"),
         ("get", "secrets"), ("create", "secrets"),
+        ("patch", "modelgateways.modelrunner.io/status"), ("create", "deployments.apps"),
+        ("patch", "configmaps"), ("create", "serviceaccounts"),
+        ("create", "roles.rbac.authorization.k8s.io"),
+        ("create", "rolebindings.rbac.authorization.k8s.io"),
     ]  # fmt: skip
     for verb, resource in allowed:
         assert can(verb, resource), f"{account} cannot {verb} {resource}"
@@ -267,11 +275,13 @@ def test_install_creates_the_operator_objects_with_least_privilege(
         assert can(verb, resource, where=None), f"{account} cannot {verb} {resource}"
     denied = [
         ("list", "secrets"), ("watch", "secrets"), ("update", "secrets"), ("patch", "secrets"),
-        ("delete", "secrets"), ("list", "configmaps"), ("delete", "pods"),
+        ("delete", "secrets"), ("delete", "configmaps"), ("delete", "pods"),
         ("create", "pods"),
         ("delete", "statefulsets.apps"), ("create", "models.modelrunner.io"),
-        ("delete", "models.modelrunner.io"), ("create", "deployments.apps"),
-        ("patch", "nodes"), ("create", "rolebindings.rbac.authorization.k8s.io"),
+        ("delete", "models.modelrunner.io"), ("delete", "deployments.apps"),
+        ("patch", "nodes"), ("escalate", "roles.rbac.authorization.k8s.io"),
+        ("bind", "roles.rbac.authorization.k8s.io"), ("delete", "rolebindings.rbac.authorization.k8s.io"),
+        ("create", "modelgateways.modelrunner.io"),
     ]  # fmt: skip
     for verb, resource in denied:
         assert not can(verb, resource), f"{account} may {verb} {resource}"

@@ -31,7 +31,11 @@ INTERVAL = "1"
 @pytest.fixture(scope="session")
 def crds(kube_cluster: KubeCluster) -> None:
     kube_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    for name in ("models.modelrunner.io", "modelrunners.modelrunner.io"):
+    for name in (
+        "models.modelrunner.io",
+        "modelrunners.modelrunner.io",
+        "modelgateways.modelrunner.io",
+    ):
         kube_cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}", timeout=60)
 
 

@@ -58,14 +58,14 @@ app.kubernetes.io/part-of: {{ include "mro.name" . }}
 {{- define "mro.namespacedRules" -}}
 # Its own resources: watch them, add kopf's finalizer and annotations, write status.
 - apiGroups: [modelrunner.io]
-  resources: [models, modelrunners]
+  resources: [models, modelrunners, modelgateways]
   verbs: [get, list, watch, patch]
 - apiGroups: [modelrunner.io]
-  resources: [models/status, modelrunners/status]
+  resources: [models/status, modelrunners/status, modelgateways/status]
   verbs: [get, patch]
 # Owner references with blockOwnerDeletion (clusters with OwnerReferencesPermissionEnforcement).
 - apiGroups: [modelrunner.io]
-  resources: [models/finalizers, modelrunners/finalizers]
+  resources: [models/finalizers, modelrunners/finalizers, modelgateways/finalizers]
   verbs: [update]
 # What a ModelRunner owns, written by server-side apply (patch; create when absent).
 - apiGroups: [apps]
@@ -77,6 +77,21 @@ app.kubernetes.io/part-of: {{ include "mro.name" . }}
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [get, list, watch, create, patch]
+# What a ModelGateway owns: its Deployment, its routing table ConfigMap, and the ServiceAccount,
+# Role and RoleBinding that let its pods read that one ConfigMap. Kubernetes lets the operator
+# grant only what it holds itself, hence get/list/watch on ConfigMaps.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get, create, patch]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [roles, rolebindings]
+  verbs: [get, create, patch]
 # Runner pods: which replicas are ready, and why one is not scheduled.
 - apiGroups: [""]
   resources: [pods]
