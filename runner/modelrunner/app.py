@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from modelrunner import __version__
+from modelrunner.api import runtime as runtime_routes
 from modelrunner.api import system
 from modelrunner.api.anthropic import routes as anthropic_routes
 from modelrunner.api.anthropic import wire as anthropic_wire
@@ -34,6 +35,7 @@ from modelrunner.core.inference import EngineDefaults, InferenceService
 from modelrunner.core.logbuffer import LogBuffer
 from modelrunner.core.models import ModelService
 from modelrunner.core.responses import ResponseStore
+from modelrunner.core.runtime import PolicyService
 from modelrunner.durations import parse_keep_alive
 from modelrunner.engine.base import Engine
 from modelrunner.engine.prompts import check_template
@@ -88,6 +90,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         max_loaded=settings.max_loaded_models,
         max_queue=settings.max_queue,
         default_keep_alive=parse_keep_alive(settings.keep_alive, lenient=True) or 0.0,
+        memory_budget=settings.memory_budget_bytes,
+        pinned_wait=settings.pinned_wait,
     )
     metrics = Metrics()
     defaults = EngineDefaults(
@@ -97,11 +101,13 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         parallel=settings.num_parallel,
     )
     inference = InferenceService(store, scheduler, metrics, defaults)
+    policies = PolicyService(store, inference, settings.max_num_ctx)
     svc = Services(
         settings=settings,
         models=ModelService(store, check_template),
         extra={"inference": inference, "metrics": metrics, "responses": ResponseStore()},
     )
+    svc.extra[runtime_routes.POLICIES_KEY] = policies
 
     logs = svc.extra[dmr_service.LOGS_KEY] = LogBuffer()
 
@@ -111,9 +117,11 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         if settings.prune:
             store.prune()
         scheduler.start()
+        policies.start()  # preload what the stored runtime policies say
         try:
             yield
         finally:
+            await policies.stop()
             await scheduler.stop()
             logs.uninstall()
 
@@ -134,6 +142,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(openai_responses.router)
     app.include_router(anthropic_routes.router)
     app.include_router(system.router)
+    app.include_router(runtime_routes.router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from modelrunner.gateway import command as gateway_command
 from modelrunner.settings import Settings, parse_listen
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
@@ -61,6 +62,10 @@ def serve(args: argparse.Namespace) -> int:
         overrides["management_token_file"] = Path(args.management_token_file)
     if args.allowed_host:
         overrides["allowed_hosts"] = args.allowed_host
+    if args.max_loaded_models is not None:
+        overrides["max_loaded_models"] = args.max_loaded_models
+    if args.memory_budget is not None:
+        overrides["memory_budget"] = args.memory_budget
     settings = Settings(**overrides)
     if args.default_model and ensure_default_model(ModelStore(settings.models)):
         print("imported the default model gemma3:270m", flush=True)
@@ -264,6 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="Host header a loopback-bound server accepts besides local names; repeatable "
         "(env MODEL_RUNNER_ALLOWED_HOSTS)",
     )
+    p.add_argument(
+        "--max-loaded-models",
+        type=int,
+        metavar="N",
+        help="models kept loaded at once (env MODEL_RUNNER_MAX_LOADED_MODELS; default 3)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        help="bytes the loaded models' weights may take, e.g. 8GiB; 0: none "
+        "(env MODEL_RUNNER_MEMORY_BUDGET)",
+    )
     p.set_defaults(func=serve)
 
     p = sub.add_parser("list", aliases=["ls"], help="list models")
@@ -291,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rm", help="remove models")
     p.add_argument("models", nargs="+")
     p.set_defaults(func=remove)
+    gateway_command.add_parser(sub)
     return parser
 
 

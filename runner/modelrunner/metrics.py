@@ -48,5 +48,37 @@ class Metrics:
             "modelrunner_slots", "Requests a loaded model serves at once.", ["model"], registry=r
         )
 
+        # The Gateway API Inference Extension's model server protocol (README "Inference
+        # gateways"): per-pod totals under our names and under vLLM's, which its endpoint
+        # picker reads by default.
+        self.requests_waiting = Gauge(
+            "modelrunner_requests_waiting", "Requests queued: waiting for a model load, for "
+            "room or for a slot (all models).", registry=r,
+        )  # fmt: skip
+        self.requests_running = Gauge(
+            "modelrunner_requests_running", "Requests holding a slot (all models).", registry=r
+        )
+        self.kv_cache_usage = Gauge(
+            "modelrunner_kv_cache_usage_perc", "KV-cache utilisation of the loaded models, "
+            "0 to 1 (1 = full).", registry=r,
+        )  # fmt: skip
+        self.kv_cache_usage_model = Gauge(
+            "modelrunner_model_kv_cache_usage_perc", "KV-cache utilisation per loaded model, "
+            "0 to 1.", ["model"], registry=r,
+        )  # fmt: skip
+        self.vllm_waiting = Gauge(
+            "vllm:num_requests_waiting", "Same as modelrunner_requests_waiting.", registry=r
+        )
+        self.vllm_running = Gauge(
+            "vllm:num_requests_running", "Same as modelrunner_requests_running.", registry=r
+        )
+        self.vllm_kv = Gauge(
+            "vllm:kv_cache_usage_perc", "Same as modelrunner_kv_cache_usage_perc.", registry=r
+        )
+        self.vllm_gpu_kv = Gauge(
+            "vllm:gpu_cache_usage_perc", "Same as modelrunner_kv_cache_usage_perc (vLLM's "
+            "older name).", registry=r,
+        )  # fmt: skip
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

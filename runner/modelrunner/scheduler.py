@@ -4,7 +4,11 @@
   that need other options wait until it is idle and reload it.
 - ``keep_alive`` sets how long a runner stays after its last request (0: unload at once,
   negative: forever). A reaper task unloads expired idle runners.
-- At most ``max_loaded_models`` runners exist; the least recently used idle one is evicted.
+- At most ``max_loaded_models`` runners exist, and their weights fit ``memory_budget`` bytes when
+  one is set; the least recently used idle one is evicted to make room.
+- A *pinned* model (a runtime policy) is never evicted and never expires: a request for another
+  model that needs its room waits up to ``pinned_wait`` seconds (a pin may be lifted) and then gets
+  ``Busy`` (503) naming the pinned models.
 - Each runner admits as many requests as its model has slots (``parallel`` with the batched
   engine) and queues up to ``max_queue`` more; beyond that the caller gets ``Busy`` (Ollama's 503).
 Loading runs off the event loop; concurrent requests for the same model share one load.
@@ -68,9 +72,16 @@ class Scheduler:
         max_queue: int = 512,
         default_keep_alive: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        memory_budget: int = 0,
+        pinned_wait: float = 10.0,
+        is_pinned: Callable[[str], bool] | None = None,
     ) -> None:
         self.engine = engine
         self.max_loaded = max_loaded
+        self.memory_budget = memory_budget
+        self.pinned_wait = pinned_wait
+        self.is_pinned = is_pinned or (lambda _digest: False)
+        self.queued = 0  # requests waiting for a load, for room or for a slot (all models)
         self.max_queue = max_queue
         self.default_keep_alive = default_keep_alive
         self.clock = clock
@@ -111,21 +122,25 @@ class Scheduler:
         runner = self.runners.get(key)
         if runner is not None and runner.waiting >= self.max_queue:
             raise Busy(BUSY_MESSAGE)
-        async with self._loading.setdefault(key, asyncio.Lock()):
-            runner = self.runners.get(key)
-            if runner is not None and runner.options != options:
-                await self._wait_idle(runner)
-                await self._unload(key)
-                runner = None
-            if runner is None:
-                started = self.clock()
-                runner = await self._load(key, name, options, details or {})
-                load_seconds = self.clock() - started
-            runner.waiting += 1
+        self.queued += 1
         try:
-            await runner.slots.acquire()
+            async with self._loading.setdefault(key, asyncio.Lock()):
+                runner = self.runners.get(key)
+                if runner is not None and runner.options != options:
+                    await self._wait_idle(runner)
+                    await self._unload(key)
+                    runner = None
+                if runner is None:
+                    started = self.clock()
+                    runner = await self._load(key, name, options, details or {})
+                    load_seconds = self.clock() - started
+                runner.waiting += 1
+            try:
+                await runner.slots.acquire()
+            finally:
+                runner.waiting -= 1
         finally:
-            runner.waiting -= 1
+            self.queued -= 1
         runner.active += 1
         runner.last_used = self.clock()
         runner.expires_at = math.inf
@@ -143,18 +158,27 @@ class Scheduler:
         if not runner.idle:
             return
         if runner.keep_alive <= 0:
-            await self._unload(key)
+            await self._unload(key)  # asked for explicitly (keep_alive 0), pinned or not
         else:
-            runner.expires_at = (
-                math.inf if runner.keep_alive == FOREVER else self.clock() + runner.keep_alive
-            )
+            self._set_expiry(runner)
+        await self.notify()
+
+    def _set_expiry(self, runner: Runner) -> None:
+        forever = runner.keep_alive == FOREVER or self.pinned(runner)
+        runner.expires_at = math.inf if forever else self.clock() + runner.keep_alive
+
+    def pinned(self, runner: Runner) -> bool:
+        return self.is_pinned(runner.digest)
+
+    async def notify(self) -> None:
+        """Wake waiters: a model went idle or away, or a pin or budget changed."""
         async with self._changed:
             self._changed.notify_all()
 
     async def _load(
         self, key: tuple[str, bool], name: str, options: LoadOptions, details: dict[str, object]
     ) -> Runner:
-        await self._make_room()
+        await self._make_room(name, options)
         started = self.clock()
         model = await anyio.to_thread.run_sync(self.engine.load, options)
         now = self.clock()
@@ -173,14 +197,58 @@ class Scheduler:
         self.runners[key] = runner
         return runner
 
-    async def _make_room(self) -> None:
-        while len(self.runners) >= self.max_loaded:
-            idle = [(r.last_used, k) for k, r in self.runners.items() if r.idle]
+    async def _make_room(self, name: str, options: LoadOptions) -> None:
+        needed = weights_size(options) if self.memory_budget else 0
+        if self.memory_budget and needed > self.memory_budget:
+            raise Busy(
+                f"model '{name}' needs {needed} bytes, more than the memory budget "
+                f"({self.memory_budget} bytes)"
+            )
+        deadline: float | None = None
+        while not self._fits(needed):
+            idle = [(r.last_used, k) for k, r in self.runners.items() if r.idle and not self.pinned(r)]  # fmt: skip
             if idle:
                 await self._unload(min(idle)[1])
                 continue
+            if not self._pins_block(needed):
+                async with self._changed:  # busy models: wait until one is idle
+                    await self._changed.wait()
+                continue
+            # Only unloading a pinned model would make room: wait a bounded time for a pin to
+            # be lifted (or a budget raised), never unload it.
+            now = time.monotonic()
+            deadline = now + self.pinned_wait if deadline is None else deadline
+            if now >= deadline:
+                raise Busy(self._pinned_message(name, needed))
             async with self._changed:
-                await self._changed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), deadline - now)
+
+    def _used_bytes(self, runners: list[Runner]) -> int:
+        return sum(r.model.size_bytes for r in runners)
+
+    def _fits(self, needed: int) -> bool:
+        if len(self.runners) >= self.max_loaded:
+            return False
+        budget = self.memory_budget
+        return not budget or self._used_bytes(list(self.runners.values())) + needed <= budget
+
+    def _pins_block(self, needed: int) -> bool:
+        """Whether room cannot be made even by unloading every model that is not pinned."""
+        pinned = [r for r in self.runners.values() if self.pinned(r)]
+        if len(pinned) >= self.max_loaded:
+            return True
+        return bool(self.memory_budget) and self._used_bytes(pinned) + needed > self.memory_budget
+
+    def _pinned_message(self, name: str, needed: int) -> str:
+        pinned = sorted({r.name for r in self.runners.values() if self.pinned(r)})
+        limits = f"max loaded models {self.max_loaded}"
+        if self.memory_budget:
+            limits += f", memory budget {self.memory_budget} bytes, model needs {needed}"
+        return (
+            f"cannot load model '{name}': pinned models hold the room ({', '.join(pinned)}; "
+            f"{limits}); waited {self.pinned_wait:g}s"
+        )
 
     async def _wait_idle(self, runner: Runner) -> None:
         async with self._changed:
@@ -190,6 +258,7 @@ class Scheduler:
         runner = self.runners.pop(key, None)
         if runner is not None:
             await anyio.to_thread.run_sync(runner.model.close)
+            await self.notify()
 
     # -- explicit control ----------------------------------------------------------------------
 
@@ -215,10 +284,18 @@ class Scheduler:
                 count += 1
         return count
 
+    def set_keep_alive(self, digest: str, keep_alive: float) -> None:
+        """A new default keep-alive for the loaded runners of ``digest`` (a policy change)."""
+        for runner in self.runners.values():
+            if runner.digest == digest:
+                runner.keep_alive = keep_alive
+                if runner.idle:
+                    self._set_expiry(runner)
+
     async def reap(self) -> None:
         now = self.clock()
         for key, runner in list(self.runners.items()):
-            if runner.idle and runner.expires_at <= now:
+            if runner.idle and runner.expires_at <= now and not self.pinned(runner):
                 await self._unload(key)
 
     async def _reap_forever(self) -> None:
@@ -226,6 +303,20 @@ class Scheduler:
             await asyncio.sleep(0.25)
             await self.reap()
 
+    def expires_at(self, runner: Runner) -> float:
+        """When an idle runner goes (``math.inf``: never, e.g. pinned or keep_alive forever)."""
+        return math.inf if self.pinned(runner) else runner.expires_at
+
     def loaded(self) -> list[Runner]:
         """Loaded runners, the one that stays longest first (as /api/ps orders them)."""
-        return sorted(self.runners.values(), key=lambda r: -r.expires_at)
+        return sorted(self.runners.values(), key=lambda r: -self.expires_at(r))
+
+
+def weights_size(options: LoadOptions) -> int:
+    """Bytes of the files a load maps (what a loaded model's ``size_bytes`` reports)."""
+    total = 0
+    for path in (options.model_path, options.projector):
+        if path is not None:
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+    return total

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from modelrunner.bytesize import parse_bytes
 from modelrunner.durations import parse_keep_alive
 from modelrunner.errors import ModelRunnerError
 
@@ -38,6 +39,18 @@ class Settings(BaseSettings):
         ge=1,
         description="Models kept in memory at once; the least recently used "
         "idle one is unloaded to make room.",
+    )
+    memory_budget: str = Field(
+        default="0",
+        description="Bytes the loaded models' weights may take together (e.g. 8GiB, 8GB or a "
+        "number of bytes); the least recently used idle model is unloaded to make room; "
+        "0: no budget.",
+    )
+    pinned_wait: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds a request for a model waits for room that pinned models hold "
+        "(a runtime policy) before it gets 503; pinned models are never unloaded for it.",
     )
     max_queue: int = Field(
         default=512, ge=1, description="Requests waiting per model before new ones get 503."
@@ -173,6 +186,18 @@ class Settings(BaseSettings):
         except ModelRunnerError as exc:
             raise ValueError(exc.message) from None
         return value
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _check_memory_budget(cls, value: object) -> str:
+        try:
+            return str(parse_bytes(value))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return int(self.memory_budget)
 
     @field_validator(
         "listen", "origins", "insecure_registries", "api_keys", "allowed_hosts", mode="before"

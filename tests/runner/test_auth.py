@@ -270,6 +270,8 @@ def test_every_route_that_changes_state_is_management(tmp_path: Path) -> None:
                 checked += 1
             elif template in ("/engines/requests", "/logs"):  # other callers' prompts
                 assert access is Access.MANAGEMENT
+            elif template.startswith("/runner/policies"):  # runtime policies: operator only
+                assert access is Access.MANAGEMENT
             else:
                 assert access in (Access.INFERENCE, Access.PUBLIC), (method, template)
     assert checked > 50

@@ -1,4 +1,5 @@
-"""Routes that belong to no dialect: Prometheus metrics."""
+"""Routes that belong to no dialect: Prometheus metrics (with the model-server gauges inference
+gateways route on)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from modelrunner.api.common import services
+from modelrunner.core.serving import serving_load
 
 router = APIRouter()
 
@@ -22,4 +24,14 @@ async def metrics(request: Request) -> Response:
         registry.queue_depth.labels(runner.name).set(runner.waiting)
         registry.active.labels(runner.name).set(runner.active)
         registry.slots.labels(runner.name).set(runner.model.slots)
+    load = serving_load(scheduler)
+    registry.kv_cache_usage_model.clear()
+    for name, usage in load.kv_by_model.items():
+        registry.kv_cache_usage_model.labels(name).set(usage)
+    for gauge in (registry.requests_waiting, registry.vllm_waiting):
+        gauge.set(load.waiting)
+    for gauge in (registry.requests_running, registry.vllm_running):
+        gauge.set(load.running)
+    for gauge in (registry.kv_cache_usage, registry.vllm_kv, registry.vllm_gpu_kv):
+        gauge.set(load.kv_cache_usage)
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
 import anyio
 
+from modelrunner.core.policy import RuntimePolicy
 from modelrunner.core.textstream import (
     StopMatcher,
     ThinkingSplitter,
@@ -57,6 +58,8 @@ class InferenceService:
         self.defaults = defaults
         self.parallel_overrides: dict[str, int] = {}
         self.context_overrides: dict[str, int] = {}
+        # The stored runtime policy of a model (core.runtime sets it; none by default).
+        self.policy_for: Callable[[ModelRecord], RuntimePolicy | None] = lambda _record: None
 
     # -- resolving -----------------------------------------------------------------------------
 
@@ -69,8 +72,12 @@ class InferenceService:
         """Load settings from the request's options over the Modelfile's parameters."""
         if not record.model_files:
             raise InvalidRequest(f"model '{record.display()}' has no GGUF weights to load")
-        num_ctx = self._context_size(record, request_opts)
+        policy = self.policy_for(record)
+        num_ctx = self._context_size(record, request_opts, policy)
         opts = {**record.parameters, **request_opts}
+        parallel = self.parallel_overrides.get(record.digest) or (
+            policy.parallel if policy is not None and policy.parallel else self.defaults.parallel
+        )
         return LoadOptions(
             model_path=record.model_files[0],
             num_ctx=max(int(num_ctx), 4),
@@ -79,20 +86,22 @@ class InferenceService:
             num_thread=int(opts.get("num_thread", self.defaults.num_thread)),
             use_mmap=bool(opts.get("use_mmap", True)),
             embedding=embedding,
-            parallel=1
-            if embedding
-            else self.parallel_overrides.get(record.digest, self.defaults.parallel),
+            parallel=1 if embedding else parallel,
             projector=record.projectors[0] if record.projectors else None,
         )
 
-    def _context_size(self, record: ModelRecord, request_opts: dict[str, Any]) -> int:
-        """Highest first: the request's num_ctx, a runtime setting (DMR's _configure), the
-        Modelfile's num_ctx, the artifact's context_size, the runner default (capped at the
-        trained length), the trained length."""
+    def _context_size(
+        self, record: ModelRecord, request_opts: dict[str, Any], policy: RuntimePolicy | None
+    ) -> int:
+        """Highest first: the request's num_ctx, a runtime setting (DMR's _configure, until
+        the model's policy is set again), the stored runtime policy, the Modelfile's num_ctx,
+        the artifact's context_size, the runner default (capped at the trained length), the
+        trained length."""
         if request_opts.get("num_ctx"):
             return int(request_opts["num_ctx"])
         for value in (
             self.context_overrides.get(record.digest),
+            policy.context_size if policy is not None else None,
             record.parameters.get("num_ctx"),
             record.docker_config.get("context_size"),
         ):
@@ -102,6 +111,9 @@ class InferenceService:
         return min(default, record.context_length) if record.context_length else default
 
     def _lease(self, record: ModelRecord, options: LoadOptions, keep_alive: float | None) -> Any:
+        if keep_alive is None:  # the request's own keep_alive wins over the policy's default
+            policy = self.policy_for(record)
+            keep_alive = policy.keep_alive_seconds if policy is not None else None
         return self.scheduler.use(
             record.digest, record.display(), options, keep_alive,
             details={"record": record},

@@ -258,6 +258,14 @@ class BatchedLlamaModel:
         return [s.seq for s in self._slots if s.request is not None]
 
     @property
+    def kv_cache_usage(self) -> float:
+        """Share of the KV cache (0..1) that requests holding a slot occupy, as vLLM's gauge
+        counts it (idle slots' cached prefixes are reusable room, not usage)."""
+        capacity = self.native.n_ctx_seq * len(self._slots)
+        used = sum(len(s.cached) for s in self._slots if s.request is not None)
+        return min(1.0, used / capacity) if capacity else 0.0
+
+    @property
     def threads(self) -> int:
         """CPU threads llama.cpp decodes with."""
         return self._threads

@@ -29,8 +29,8 @@ def dialect_of(path: str) -> str:
         return "anthropic"
     if _OPENAI.match(path):
         return "openai"
-    if path == "/" or path.startswith("/api/"):
-        return "ollama"
+    if path == "/" or path.startswith(("/api/", "/runner/")):
+        return "ollama"  # /runner/ (runtime policies) answers JSON {"error": ...} too
     return "dmr"
 
 

@@ -17,15 +17,16 @@ class Access(Enum):
 # Liveness and version probes, and Prometheus scraping (counters only, no prompts or keys).
 _PUBLIC = re.compile(r"^/(api/version|version|metrics)?$")
 # Routes that change the store or engines, reach out to registries, or reveal other callers'
-# prompts (request log, server log).
+# prompts (request log, server log); the runtime policies (read and write).
 _MANAGEMENT = {
     "POST": re.compile(
         r"^/(api/(pull|push|create|copy|blobs/.+)"
         r"|models/(create|load|.+/(tag|push|repackage))"
         r"|engines/(unload|install-backend|uninstall-backend|([^/]+/)?_configure))$"
     ),
-    "DELETE": re.compile(r"^/(api/delete|models/.+)$"),
-    "GET": re.compile(r"^/(engines/requests|logs)$"),
+    "DELETE": re.compile(r"^/(api/delete|models/.+|runner/policies/.+)$"),
+    "GET": re.compile(r"^/(engines/requests|logs|runner/policies(/.+)?)$"),
+    "PUT": re.compile(r"^/runner/policies/.+$"),
 }
 
 

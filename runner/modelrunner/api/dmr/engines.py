@@ -1,10 +1,12 @@
 """DMR engine routes: ``/engines/status``, ``/engines/ps``, ``/engines/unload`` and ``_configure``.
 
 There is one backend, ``llama.cpp`` (llama-cpp-python in process). ``_configure`` keeps a per-model
-runtime configuration in memory, as DMR does (it is lost on restart): the context size and the
-``--parallel`` flag become the core's per-model overrides, ``--embeddings`` selects embedding mode,
-``keep_alive`` applies to the runner the background preload creates. Other allowed llama.cpp flags
-are validated and recorded but have no llama-cpp-python equivalent here.
+runtime configuration in memory, as DMR does: it is lost on restart and does not change the stored
+runtime policy (``/runner/policies``). Its context size and ``--parallel`` flag become the core's
+per-model overrides, which win over the stored policy until the runner restarts, the model is
+unloaded through ``/engines/unload``, or its policy is set again. ``--embeddings`` selects
+embedding mode, ``keep_alive`` applies to the runner the background preload creates. Other allowed
+llama.cpp flags are validated and recorded but have no llama-cpp-python equivalent here.
 """
 
 from __future__ import annotations
@@ -232,6 +234,7 @@ async def running(request: Request) -> list[dict[str, Any]]:
         record = runner.details.get("record")
         name = record.display(Dialect.DMR) if isinstance(record, ModelRecord) else runner.name
         in_use = not runner.idle
+        keep_alive = math.inf if scheduler.pinned(runner) else runner.keep_alive
         out.append(
             {
                 "backend_name": BACKEND,
@@ -240,7 +243,12 @@ async def running(request: Request) -> list[dict[str, Any]]:
                 "last_used": ZERO_TIME if in_use else rfc3339(wall - (mono - runner.last_used)),
                 "in_use": in_use,
                 "loading": False,
-                "keep_alive": go_duration(runner.keep_alive),
+                "keep_alive": go_duration(keep_alive),
+                # Ours, after DMR's fields (its clients ignore unknown ones): the effective
+                # runtime settings (see /runner/policies).
+                "context_size": runner.model.context_length,
+                "parallel": runner.options.parallel,
+                "pinned": scheduler.pinned(runner),
             }
         )
     return out
@@ -326,7 +334,14 @@ async def _preload(
 
 @router.get("/engines/_configure")
 async def configurations(request: Request) -> list[dict[str, Any]]:
-    entries = list(state(request).configs.items())
+    svc = inference(request)
+    configs = state(request).configs
+    for key, config in list(configs.items()):
+        # A runtime policy set since (PUT /runner/policies) replaced this configuration.
+        overridden = svc.context_overrides.get(key[0]) or svc.parallel_overrides.get(key[0])
+        if config.context_size is not None and not overridden:
+            del configs[key]
+    entries = list(configs.items())
     ref = request.query_params.get("model")
     if ref:
         record = await record_of(request, ref)

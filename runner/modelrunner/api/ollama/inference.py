@@ -256,7 +256,9 @@ async def ps(request: Request) -> dict[str, Any]:
         ):
             continue  # one entry per model, as Ollama lists it
         record = runner.details.get("record")
-        if runner.active or runner.expires_at == math.inf:
+        if svc.scheduler.pinned(runner):
+            remaining = math.inf  # a pinned model stays: shown as keep_alive -1 would be
+        elif runner.active or runner.expires_at == math.inf:
             remaining = runner.keep_alive if runner.active else math.inf
         else:
             remaining = runner.expires_at - now
