@@ -31,7 +31,7 @@ def manifests(example: Path) -> list[Path]:
 def test_examples_are_numbered_documented_and_indexed() -> None:
     names = [p.name for p in EXAMPLE_DIRS]
     assert names == ["01-quickstart", "02-gpu-runner", "03-copy-and-modelfile",
-                     "04-external-ollama", "05-gitops", "06-clients"]  # fmt: skip
+                     "04-external-ollama", "05-gitops", "06-clients", "07-gateway"]  # fmt: skip
     index = (EXAMPLES / "README.md").read_text()
     for example in EXAMPLE_DIRS:
         assert (example / "README.md").is_file()
@@ -54,6 +54,19 @@ def test_gpu_runner_requests_gpus_of_one_product_on_two_replicas() -> None:
     assert spec["replicas"] == 2 and spec["gpu"]["count"] >= 1
     assert spec["gpu"]["product"] and spec["gpu"]["resourceName"] == "nvidia.com/gpu"
     assert spec["image"].endswith("-cuda")
+
+
+def test_gateway_fronts_both_runners_and_one_scales_from_zero() -> None:
+    gateway = EXAMPLES / "07-gateway"
+    docs = [d for p in manifests(gateway) for d in load_documents(p)]
+    (gw,) = [d for d in docs if d["kind"] == "ModelGateway"]
+    runners = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ModelRunner"}
+    selector = gw["spec"]["runnerSelector"]["matchLabels"]
+    assert gw["metadata"]["name"] == "model-runner" and "model-runner" not in runners
+    assert all(selector.items() <= r["metadata"]["labels"].items() for r in runners.values())
+    assert runners["on-demand"]["spec"]["autoscaling"]["minReplicas"] == 0
+    served = {d["metadata"]["labels"]["runner"] for d in docs if d["kind"] == "Model"}
+    assert served == set(runners)
 
 
 def test_gitops_paths_and_health_checks_point_at_real_things() -> None:
