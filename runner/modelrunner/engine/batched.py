@@ -12,7 +12,8 @@ loaded model runs the loop:
    admitted ones in admission order, up to ``n_batch`` tokens in all, so running streams keep
    flowing while a long prompt is prefilled;
 4. one ``llama_decode``; then every sequence whose logits came out samples its next token with
-   its own native sampler chain and hands it to its consumer's event loop.
+   its own native sampler chain; the step's tokens go to their consumers' event loops together,
+   one wake-up per loop (``batch_requests.Outbox``).
 
 A finished (or cancelled) request leaves its tokens in the slot's KV cache; the next request that
 shares a prefix with them reuses it. Embedding requests run between steps on idle slots.
@@ -21,84 +22,39 @@ shares a prefix with them reuses it. Embedding requests run between steps on idl
 from __future__ import annotations
 
 import asyncio
-import codecs
 import collections
-import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 import llama_cpp
-import numpy as np
 
 from modelrunner.engine import batch_native as nat
 from modelrunner.engine.base import (
     Embeddings,
-    GenerationStats,
     LoadOptions,
     Sampling,
     TokenOut,
 )
-from modelrunner.engine.cpu import default_threads
+from modelrunner.engine.batch_config import BatchTuning, context_spec
+from modelrunner.engine.batch_embed import Embedder
+from modelrunner.engine.batch_requests import (
+    END,
+    BatchedGeneration,
+    EmbedJob,
+    Outbox,
+    Request,
+    Slot,
+    choose_slot,
+)
 from modelrunner.engine.vision import EmbdBatch, Media, MediaPrompt, Projector, decode_span
 from modelrunner.errors import InvalidRequest, ModelRunnerError, Unsupported
 
-_END = object()
-_MIN_REUSE = 16  # shortest shared prefix worth taking a slot's cache for
-_EMBED_SEQUENCES = 32  # inputs an embedding model evaluates in one decode (sharing n_ctx)
 # From idle, the first step waits for requests arriving together (see ``_gather``): until none
 # came for _QUIET_S and every generation created has been submitted, at most _GATHER_S.
 _GATHER_S = 0.025
 _QUIET_S = 0.002
-
-
-class _Outbox:
-    """What one step hands to the event loops of its consumers: delivered with one wake-up per
-    loop per step (``call_soon_threadsafe`` writes to the loop's self-pipe each time; per token,
-    that was a syscall and a wake-up per stream per step on the decode thread)."""
-
-    def __init__(self) -> None:
-        self._items: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Any], Any]]] = {}
-
-    def put(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], item: Any) -> bool:
-        """Queue ``item``; False if its consumer's event loop is closed (nobody will read it)."""
-        if loop.is_closed():
-            return False
-        self._items.setdefault(loop, []).append((queue, item))
-        return True
-
-    def flush(self) -> None:
-        items, self._items = self._items, {}
-        for loop, batch in items.items():
-            with contextlib.suppress(RuntimeError):  # closed since: nobody is reading
-                loop.call_soon_threadsafe(_deliver, batch)
-
-
-def _deliver(batch: list[tuple[asyncio.Queue[Any], Any]]) -> None:
-    for queue, item in batch:
-        queue.put_nowait(item)
-
-
-@dataclass(frozen=True)
-class BatchTuning:
-    """Engine knobs that are not part of ``LoadOptions`` (defaults measured in BENCHMARKS.md)."""
-
-    threads: int = 0  # 0 (and no num_thread in LoadOptions): one per physical core (cpu.py)
-    threads_batch: int = 0  # 0: same as threads
-    flash_attn: bool | None = None  # None: llama.cpp decides
-    # Full-size sliding-window KV (Gemma 2/3...): every cached prefix stays reusable, but the
-    # SWA layers then need the whole context each (about 2.7x the KV of Gemma 3 27B). Off, a
-    # prefix is reused only while its window is still in the cache (checked per request; chat
-    # continuations and shared system prompts normally are), else recomputed.
-    swa_full: bool = False
-    unified_kv: bool = False  # True: one KV pool of num_ctx * parallel shared by all slots
-    repack: bool = True  # llama.cpp's repacked CPU weight layouts (faster batched matmuls)
-    # Busy-wait level (0-100) of the ggml thread pool's idle workers between steps
-    # (threadpool.py): 0 leaves the cores to the Python work between steps.
-    poll: int = 0
 
 
 class BatchedLlamaEngine:
@@ -111,81 +67,18 @@ class BatchedLlamaEngine:
         return BatchedLlamaModel(options, self.tuning)
 
 
-@dataclass(eq=False)
-class _Slot:
-    seq: int
-    cached: list[int] = field(default_factory=list)  # tokens whose KV is at positions 0..n-1
-    request: _Request | None = None
-    last_used: float = 0.0
-
-
-@dataclass(eq=False)
-class _Request:
-    generation: BatchedGeneration
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[Any]
-    prompt: list[int]
-    sampling: Sampling
-    sampler: nat.RequestSampler
-    submitted: int
-    media: Media | None = None  # images: spans of placeholder tokens decoded as embeddings
-    decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
-    )
-    slot: _Slot | None = None
-    done: int = 0  # prompt tokens whose KV is in place
-    pending: int = -1  # sampled token not yet decoded (-1: none)
-    limit: int = 0
-    admitted: int = 0
-    first: int = 0
-    index: int = -1  # batch index of this request's logits in the current step
-    chunk: list[int] = field(default_factory=list)  # tokens this request put in the current step
-
-
-@dataclass(eq=False)
-class _EmbedJob:
-    tokens: list[list[int]]
-    future: Future[list[list[float]]]
-
-
 class BatchedLlamaModel:
     """A loaded model served by a continuous-batching decode loop (see the module docstring)."""
 
     def __init__(self, options: LoadOptions, tuning: BatchTuning | None = None) -> None:
         self.options = options
         self.tuning = tuning = tuning or BatchTuning()
-        n_seq = max(1, min(options.parallel, int(llama_cpp.llama_max_parallel_sequences())))
+        spec = context_spec(options, tuning)
+        n_seq, threads = spec.n_seq, spec.n_threads
+        self._threads = threads
         n_gpu = options.num_gpu
         if n_gpu < 0:
             n_gpu = -1 if bool(llama_cpp.llama_supports_gpu_offload()) else 0
-        threads = options.num_thread or tuning.threads or default_threads()
-        self._threads = threads
-        n_batch = max(options.num_batch, n_seq)
-        n_ubatch = options.num_batch
-        unified = tuning.unified_kv
-        n_ctx_seq = options.num_ctx
-        if options.embedding:
-            # An embedding batch must be one micro-batch (non-causal models need a whole input
-            # in one; pooling is per micro-batch). One KV stream keeps llama.cpp from splitting
-            # the batch per sequence, and lets a list of inputs share it as one sequence each
-            # (more sequences than slots cost nothing then). llama.cpp pads the context to a
-            # multiple of 256.
-            unified = True
-            n_seq = max(n_seq, _EMBED_SEQUENCES)
-            n_ctx_seq = n_batch = n_ubatch = -(-options.num_ctx // 256) * 256
-        spec = nat.ContextSpec(
-            n_ctx_seq=n_ctx_seq,
-            n_seq=n_seq,
-            n_batch=n_batch,
-            n_ubatch=n_ubatch,
-            n_threads=threads,
-            n_threads_batch=tuning.threads_batch or threads,
-            embeddings=options.embedding,
-            unified_kv=unified,
-            swa_full=tuning.swa_full,
-            flash_attn=tuning.flash_attn,
-            poll=tuning.poll,
-        )
         try:
             self.native = nat.NativeModel(
                 options.model_path,
@@ -197,6 +90,7 @@ class BatchedLlamaModel:
         except (ValueError, OSError) as exc:
             raise ModelRunnerError(f"unable to load model: {exc}") from None
         self._batch = nat.NativeBatch(self.native.n_batch)
+        self._embedder = Embedder(self.native, self._batch, options.embedding)
         self.projector: Projector | None = None
         self._embd_batch: EmbdBatch | None = None
         if options.projector is not None and not options.embedding:
@@ -208,11 +102,11 @@ class BatchedLlamaModel:
                 self.native.close()
                 raise
             self._embd_batch = EmbdBatch(self.native.n_batch, self.projector.n_embd)
-        self._slots = [_Slot(seq=i) for i in range(n_seq)]
-        self._waiting: collections.deque[_Request] = collections.deque()
-        self._outbox = _Outbox()  # tokens of the current step, handed over when it ends
-        self._embeds: collections.deque[_EmbedJob] = collections.deque()
-        self._prefilling: list[_Request] = []  # admitted, prompt not fully evaluated, in order
+        self._slots = [Slot(seq=i) for i in range(n_seq)]
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._outbox = Outbox()  # tokens of the current step, handed over when it ends
+        self._embeds: collections.deque[EmbedJob] = collections.deque()
+        self._prefilling: list[Request] = []  # admitted, prompt not fully evaluated, in order
         self._cond = threading.Condition()
         self._closing = False
         self._wake = False
@@ -223,7 +117,6 @@ class BatchedLlamaModel:
         self.tokens_generated = 0
         self.prompt_tokens_evaluated = 0
         self.prompt_tokens_cached = 0
-        self.embed_decodes = 0
         self._thread = threading.Thread(
             target=self._loop, name=f"batched-decode:{options.model_path.name}", daemon=True
         )
@@ -264,6 +157,11 @@ class BatchedLlamaModel:
         capacity = self.native.n_ctx_seq * len(self._slots)
         used = sum(len(s.cached) for s in self._slots if s.request is not None)
         return min(1.0, used / capacity) if capacity else 0.0
+
+    @property
+    def embed_decodes(self) -> int:
+        """llama_decode calls embedding requests took (for tests and /metrics)."""
+        return self._embedder.decodes
 
     @property
     def threads(self) -> int:
@@ -336,19 +234,26 @@ class BatchedLlamaModel:
         if self._closing:
             raise ModelRunnerError("the model is being unloaded")
         limit = self.context_length
-        tokens: list[list[int]] = []
-        for text in texts:
-            toks = self.tokenize(text)
-            if len(toks) > limit:
-                if not truncate:
-                    raise InvalidRequest("the input length exceeds the context length")
-                toks = toks[:limit]
-            if not toks:
-                toks = [self.native.bos] if self.native.bos >= 0 else [0]
-            tokens.append(toks)
+
+        def tokenized() -> list[list[int]]:
+            tokens: list[list[int]] = []
+            for text in texts:
+                toks = self.tokenize(text)
+                if len(toks) > limit:
+                    if not truncate:
+                        raise InvalidRequest("the input length exceeds the context length")
+                    toks = toks[:limit]
+                if not toks:
+                    toks = [self.native.bos] if self.native.bos >= 0 else [0]
+                tokens.append(toks)
+            return tokens
+
+        # Long inputs tokenize in a worker thread: llama.cpp's tokenizer can take seconds on them.
+        long = sum(len(text) for text in texts) > 8192
+        tokens = await asyncio.to_thread(tokenized) if long else tokenized()
         if not tokens:
             return Embeddings(vectors=[], prompt_tokens=0)
-        job = _EmbedJob(tokens=tokens, future=Future())
+        job = EmbedJob(tokens=tokens, future=Future())
         with self._cond:
             self._embeds.append(job)
             self._cond.notify()
@@ -368,7 +273,7 @@ class BatchedLlamaModel:
 
     # -- called from generations (event-loop thread) --------------------------------------------
 
-    def _submit(self, request: _Request) -> None:
+    def _submit(self, request: Request) -> None:
         with self._cond:
             if request.generation._arrived():
                 self._coming -= 1
@@ -461,36 +366,10 @@ class BatchedLlamaModel:
                 if not self._waiting:
                     return
                 r = self._waiting.popleft()
-            slot = self._pick_slot(free, r.prompt)
+            slot = choose_slot(free, self.busy_sequences(), r.prompt, self.native.spec.unified_kv)
             self._place(r, slot, now)
 
-    def _pick_slot(self, free: list[_Slot], prompt: list[int]) -> _Slot:
-        """The idle slot sharing the longest useful prefix with ``prompt``; otherwise one next
-        to the busy slots, the least recently used of those (empty slots first), so recent
-        caches survive longest.
-
-        A prefix counts when it is at least ``min(16, len(prompt))`` tokens: a BOS plus a few
-        byte tokens in common is not worth evicting another request's history for. Busy slots
-        are kept together because, with a KV stream per sequence, llama.cpp's attention spans
-        every stream from the lowest busy sequence to the highest: four requests in slots
-        0, 5, 6, 7 cost as much attention as eight (measured: 1.6x the step time of 1-4).
-        """
-        need = max(2, min(_MIN_REUSE, len(prompt)))
-        best: _Slot | None = None
-        best_len = need - 1
-        for s in sorted(free, key=lambda s: s.last_used):
-            n = nat.common_prefix(s.cached, prompt)
-            if n > best_len:
-                best, best_len = s, n
-        if best is not None:
-            return best
-        busy = self.busy_sequences()
-        if not busy or self.native.spec.unified_kv:
-            return min(free, key=lambda s: s.last_used)
-        lo, hi = min(busy), max(busy)
-        return min(free, key=lambda s: (max(hi, s.seq) - min(lo, s.seq), s.last_used))
-
-    def _place(self, r: _Request, slot: _Slot, now: int) -> None:
+    def _place(self, r: Request, slot: Slot, now: int) -> None:
         native = self.native
         keep = min(nat.common_prefix(slot.cached, r.prompt), len(r.prompt) - 1)
         if r.media is not None:
@@ -524,14 +403,14 @@ class BatchedLlamaModel:
         batch = self._batch
         batch.clear()
         native = self.native
-        generating: list[_Request] = []
+        generating: list[Request] = []
         for slot in self._slots:
             r = slot.request
             if r is not None and r.pending >= 0:
                 r.chunk = [r.pending]
                 r.index = batch.add_one(r.pending, len(slot.cached), slot.seq)
                 generating.append(r)
-        prefilled: list[_Request] = []
+        prefilled: list[Request] = []
         for r in self._prefilling:
             room = batch.room
             if room <= 0:
@@ -608,7 +487,7 @@ class BatchedLlamaModel:
                 self._sample(r, time.perf_counter_ns())
                 r.index = -1
 
-    def _sample(self, r: _Request, now: int) -> None:
+    def _sample(self, r: Request, now: int) -> None:
         native = self.native
         token = r.sampler.sample(native, r.index)
         stats = r.generation.stats
@@ -633,10 +512,10 @@ class BatchedLlamaModel:
             return
         r.pending = token
 
-    def _emit(self, r: _Request, item: Any) -> bool:
+    def _emit(self, r: Request, item: Any) -> bool:
         return self._outbox.put(r.loop, r.queue, item)
 
-    def _finish(self, r: _Request, reason: str, now: int) -> None:
+    def _finish(self, r: Request, reason: str, now: int) -> None:
         stats = r.generation.stats
         stats.done_reason = reason
         end = time.perf_counter_ns()
@@ -653,9 +532,9 @@ class BatchedLlamaModel:
         if r in self._prefilling:
             self._prefilling.remove(r)
         r.pending = -1
-        self._emit(r, _END)
+        self._emit(r, END)
 
-    def _fail_requests(self, requests: list[_Request], exc: BaseException) -> None:
+    def _fail_requests(self, requests: list[Request], exc: BaseException) -> None:
         for r in requests:
             slot = r.slot
             if slot is not None:
@@ -673,6 +552,14 @@ class BatchedLlamaModel:
         error = exc if isinstance(exc, ModelRunnerError) else ModelRunnerError(str(exc))
         self._fail_requests(active + waiting, error)
 
+    def _run_embeddings(self, job: EmbedJob) -> None:
+        try:
+            idle = [s for s in self._slots if s.request is None]
+            job.future.set_result(self._embedder.run(job.tokens, idle))
+        except Exception as exc:
+            err = exc if isinstance(exc, ModelRunnerError) else ModelRunnerError(str(exc))
+            job.future.set_exception(err)
+
     def _shutdown(self) -> None:
         now = time.perf_counter_ns()
         with self._cond:
@@ -685,149 +572,3 @@ class BatchedLlamaModel:
             self._finish(r, "cancel", now)
         for job in embeds:
             job.future.set_exception(ModelRunnerError("the model was unloaded"))
-
-    # -- embeddings (decode thread) --------------------------------------------------------------
-
-    def _run_embeddings(self, job: _EmbedJob) -> None:
-        try:
-            job.future.set_result(self._embed_now(job.tokens))
-        except Exception as exc:
-            err = exc if isinstance(exc, ModelRunnerError) else ModelRunnerError(str(exc))
-            job.future.set_exception(err)
-
-    def _embed_now(self, inputs: list[list[int]]) -> list[list[float]]:
-        native = self.native
-        batch = self._batch
-        idle = [s for s in self._slots if s.request is None]
-        pooled = native.pooling != llama_cpp.LLAMA_POOLING_TYPE_NONE
-        if pooled and any(len(t) > native.n_ubatch for t in inputs):
-            raise InvalidRequest(
-                "the input is longer than the batch size; load the model for embeddings"
-            )
-        # Several sequences per decode only with one KV stream: with a stream per sequence
-        # llama.cpp splits a batch into equal per-sequence parts and pools each part alone.
-        per_decode = len(idle) if native.spec.unified_kv else 1
-        out: list[list[float]] = [[] for _ in inputs]
-        native.set_embeddings(True)
-        try:
-            i = 0
-            while i < len(inputs):
-                group: list[tuple[int, _Slot]] = []
-                used = 0
-                while i < len(inputs) and len(group) < per_decode:
-                    n = len(inputs[i])
-                    if group and used + n > native.n_ubatch:
-                        break
-                    group.append((i, idle[len(group)]))
-                    used += n
-                    i += 1
-                for _, slot in group:
-                    native.seq_rm(slot.seq, -1, -1)
-                    slot.cached.clear()
-                if pooled:
-                    batch.clear()
-                    for k, slot in group:
-                        batch.add(inputs[k], 0, slot.seq, output="all")
-                    self._embed_decode(batch)
-                    for k, slot in group:
-                        out[k] = [float(x) for x in native.embedding_seq(slot.seq)]
-                else:
-                    for k, slot in group:
-                        out[k] = self._embed_mean(inputs[k], slot.seq)
-                for _, slot in group:
-                    native.seq_rm(slot.seq, -1, -1)
-        finally:
-            native.set_embeddings(self.options.embedding)
-        return out
-
-    def _embed_mean(self, tokens: list[int], seq: int) -> list[float]:
-        """Mean of the token embeddings (a model without a pooling head), in batch-size chunks."""
-        native = self.native
-        batch = self._batch
-        total = np.zeros(native.n_embd_out, dtype=np.float64)
-        for a in range(0, len(tokens), native.n_batch):
-            chunk = tokens[a : a + native.n_batch]
-            batch.clear()
-            batch.add(chunk, a, seq, output="all")
-            self._embed_decode(batch)
-            for j in range(len(chunk)):
-                total += native.embedding_row(j)
-        return [float(x) for x in total / len(tokens)]
-
-    def _embed_decode(self, batch: nat.NativeBatch) -> None:
-        self.embed_decodes += 1
-        rc = self.native.decode(batch)
-        if rc != 0:
-            raise ModelRunnerError(f"llama_decode failed ({rc})")
-
-
-class BatchedGeneration:
-    """A request to a ``BatchedLlamaModel``: submitted when iteration starts."""
-
-    def __init__(
-        self,
-        model: BatchedLlamaModel,
-        prompt: list[int],
-        sampling: Sampling,
-        sampler: nat.RequestSampler,
-        media: Media | None = None,
-    ) -> None:
-        self.model = model
-        self.media = media
-        self.prompt = prompt
-        self.sampling = sampling
-        self.stats = GenerationStats(prompt_tokens=len(prompt))
-        self.cancelled = False
-        self._sampler = sampler
-        self._started = False
-        self._coming = True  # counted in the model's ``_coming`` until submitted or dropped
-
-    def _arrived(self) -> bool:
-        """Stop counting this generation as coming (once); True if it was counted."""
-        coming, self._coming = self._coming, False
-        return coming
-
-    def cancel(self) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            if self._started:
-                self.model._poke()
-            elif self._arrived():
-                self.model._not_coming()
-
-    def __del__(self) -> None:  # never iterated: free the native samplers here
-        with contextlib.suppress(Exception):
-            if self._arrived():
-                self.model._not_coming()
-            self._sampler.free()
-
-    async def __aiter__(self) -> AsyncIterator[TokenOut]:
-        if self._started:
-            raise RuntimeError("a generation can only be iterated once")
-        self._started = True
-        if self.cancelled:
-            self.stats.done_reason = "cancel"
-            self._sampler.free()
-            return
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        request = _Request(
-            generation=self,
-            loop=asyncio.get_running_loop(),
-            queue=queue,
-            prompt=self.prompt,
-            sampling=self.sampling,
-            sampler=self._sampler,
-            submitted=time.perf_counter_ns(),
-            media=self.media,
-        )
-        self.model._submit(request)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            self.cancel()
