@@ -82,6 +82,7 @@ class Scheduler:
         self.pinned_wait = pinned_wait
         self.is_pinned = is_pinned or (lambda _digest: False)
         self.queued = 0  # requests waiting for a load, for room or for a slot (all models)
+        self._reserved: dict[tuple[str, bool], int] = {}  # loads under way: bytes they take
         self.max_queue = max_queue
         self.default_keep_alive = default_keep_alive
         self.clock = clock
@@ -178,9 +179,15 @@ class Scheduler:
     async def _load(
         self, key: tuple[str, bool], name: str, options: LoadOptions, details: dict[str, object]
     ) -> Runner:
-        await self._make_room(name, options)
-        started = self.clock()
-        model = await anyio.to_thread.run_sync(self.engine.load, options)
+        # Room is reserved from the check on (no await in between), so two loads of different
+        # models at once cannot both take the last place.
+        self._reserved[key] = await self._make_room(name, options)
+        try:
+            started = self.clock()
+            model = await anyio.to_thread.run_sync(self.engine.load, options)
+        finally:
+            del self._reserved[key]
+            await self.notify()
         now = self.clock()
         runner = Runner(
             digest=key[0],
@@ -197,7 +204,7 @@ class Scheduler:
         self.runners[key] = runner
         return runner
 
-    async def _make_room(self, name: str, options: LoadOptions) -> None:
+    async def _make_room(self, name: str, options: LoadOptions) -> int:
         needed = weights_size(options) if self.memory_budget else 0
         if self.memory_budget and needed > self.memory_budget:
             raise Busy(
@@ -223,15 +230,17 @@ class Scheduler:
             async with self._changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), deadline - now)
+        return needed
 
     def _used_bytes(self, runners: list[Runner]) -> int:
         return sum(r.model.size_bytes for r in runners)
 
     def _fits(self, needed: int) -> bool:
-        if len(self.runners) >= self.max_loaded:
+        if len(self.runners) + len(self._reserved) >= self.max_loaded:
             return False
         budget = self.memory_budget
-        return not budget or self._used_bytes(list(self.runners.values())) + needed <= budget
+        used = self._used_bytes(list(self.runners.values())) + sum(self._reserved.values())
+        return not budget or used + needed <= budget
 
     def _pins_block(self, needed: int) -> bool:
         """Whether room cannot be made even by unloading every model that is not pinned."""

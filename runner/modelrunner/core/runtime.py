@@ -23,8 +23,8 @@ import anyio
 
 from modelrunner.core.inference import InferenceService
 from modelrunner.core.policy import RuntimePolicy, parse_policy, policy_from_stored
-from modelrunner.errors import ModelRunnerError, NotFound
-from modelrunner.names import Dialect, candidates, parse
+from modelrunner.errors import InvalidName, ModelRunnerError, NotFound
+from modelrunner.names import Dialect, candidates, is_hex_id, parse
 from modelrunner.store.models import ModelStore
 from modelrunner.store.policies import PolicyFile
 from modelrunner.store.records import ModelRecord
@@ -96,6 +96,8 @@ class PolicyService:
 
     async def put(self, ref: str, body: Any) -> tuple[str, RuntimePolicy]:
         policy = parse_policy(body, self.max_context)  # 400 before anything changes
+        if not candidates(ref, Dialect.OLLAMA) and not is_hex_id(ref):
+            raise InvalidName(f"invalid model name {ref!r}")
         record = await self.inference.record(ref, Dialect.OLLAMA)  # 404 for an unknown model
         key = str(record.name)
         async with self._lock:
@@ -127,14 +129,16 @@ class PolicyService:
         seconds = policy.keep_alive_seconds
         if seconds is not None:
             scheduler.set_keep_alive(record.digest, seconds)
-        modes = {
-            r.options.embedding for r in scheduler.runners.values() if r.digest == record.digest
-        }
-        if policy.preload and not modes:
-            modes = {"completion" not in record.capabilities()}
-        for embedding in sorted(modes):
-            # Loading through a lease reloads a runner whose settings differ once it is idle.
-            self._spawn(self._load(str(record.name), embedding))
+        loaded = [r for r in scheduler.runners.values() if r.digest == record.digest]
+        key = str(record.name)
+        for runner in loaded:
+            embedding = runner.options.embedding
+            with contextlib.suppress(ModelRunnerError):
+                if self.inference.load_options(record, {}, embedding) != runner.options:
+                    # Loading through a lease reloads it with the new settings once idle.
+                    self._spawn(self._load(key, embedding, reload_of=record.digest))
+        if policy.preload and not loaded:
+            self._spawn(self._load(key, "completion" not in record.capabilities()))
 
     def start(self) -> None:
         """Preload the models whose policy says so (at startup, in the background)."""
@@ -151,7 +155,10 @@ class PolicyService:
                 continue
             await self._load(key, "completion" not in record.capabilities())
 
-    async def _load(self, key: str, embedding: bool) -> None:
+    async def _load(self, key: str, embedding: bool, reload_of: str | None = None) -> None:
+        runners = self.inference.scheduler.runners
+        if reload_of is not None and (reload_of, embedding) not in runners:
+            return  # unloaded meanwhile: the next request loads it with the policy
         try:
             await self.inference.preload(key, Dialect.OLLAMA, None, embedding=embedding)
             log.info("loaded %s as its runtime policy says", key)
