@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from modelrunner.engine import batch_native as nat
+from modelrunner.engine import batch_sampling as samplers
 from modelrunner.engine.base import LoadOptions, Sampling
 from modelrunner.engine.batched import BatchedLlamaEngine, BatchedLlamaModel, BatchTuning
 from modelrunner.engine.threadpool import uses_openmp
@@ -76,13 +77,15 @@ async def test_argmax_matches_llama_cpp_greedy(
     greedy = Sampling(temperature=0, num_predict=16)
     fast = [await tokens_of(model, p, greedy) for p in PROMPTS]
     banned = [await tokens_of(model, p, greedy, ignore_eos=True) for p in PROMPTS]
-    original = nat.RequestSampler._sample
+    original = samplers.RequestSampler._sample
 
-    def through_llama_cpp(self: nat.RequestSampler, native: nat.NativeModel, index: int) -> int:
+    def through_llama_cpp(
+        self: samplers.RequestSampler, native: nat.NativeModel, index: int
+    ) -> int:
         self._argmax = False
         return original(self, native, index)
 
-    monkeypatch.setattr(nat.RequestSampler, "_sample", through_llama_cpp)
+    monkeypatch.setattr(samplers.RequestSampler, "_sample", through_llama_cpp)
     assert fast == [await tokens_of(model, p, greedy) for p in PROMPTS]
     assert banned == [await tokens_of(model, p, greedy, ignore_eos=True) for p in PROMPTS]
     assert len({tuple(t) for t in fast}) == len(

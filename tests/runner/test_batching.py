@@ -226,7 +226,7 @@ def test_penalties_match_llama_cpp() -> None:
     import llama_cpp
     import numpy as np
 
-    from modelrunner.engine.batch_native import _TOKEN_DATA, Penalties
+    from modelrunner.engine.batch_sampling import _TOKEN_DATA, Penalties
 
     rng = np.random.default_rng(0)
     n_vocab, last_n = 1000, 64

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from modelrunner.engine import batch_native as nat
+from modelrunner.engine import batch_sampling as samplers
 from modelrunner.engine.base import GenerationStats, Sampling, TokenOut
 from modelrunner.engine.vision import Media
 
@@ -73,7 +74,7 @@ class Request:
     queue: asyncio.Queue[Any]
     prompt: list[int]
     sampling: Sampling
-    sampler: nat.RequestSampler
+    sampler: samplers.RequestSampler
     submitted: int
     media: Media | None = None  # images: spans of placeholder tokens decoded as embeddings
     decoder: codecs.IncrementalDecoder = field(
@@ -129,7 +130,7 @@ class BatchedGeneration:
         model: RequestQueue,
         prompt: list[int],
         sampling: Sampling,
-        sampler: nat.RequestSampler,
+        sampler: samplers.RequestSampler,
         media: Media | None = None,
     ) -> None:
         self.model = model

@@ -31,6 +31,7 @@ from typing import Any
 import llama_cpp
 
 from modelrunner.engine import batch_native as nat
+from modelrunner.engine import batch_sampling as samplers
 from modelrunner.engine.base import (
     Embeddings,
     LoadOptions,
@@ -223,7 +224,7 @@ class BatchedLlamaModel:
             if self.projector is None:
                 raise Unsupported("image input is not supported by this model")
             media.check_batch(self.native.n_ubatch)
-        sampler = nat.RequestSampler(self.native, sampling, ban_eog=ignore_eos)
+        sampler = samplers.RequestSampler(self.native, sampling, ban_eog=ignore_eos)
         generation = BatchedGeneration(self, list(prompt), sampling, sampler, media)
         with self._cond:
             self._coming += 1
@@ -501,7 +502,7 @@ class BatchedLlamaModel:
         self.tokens_generated += 1
         out = TokenOut(token=token, text=r.decoder.decode(native.piece(token)))
         if r.sampling.logprobs:
-            out.logprob, out.top_logprobs = nat.logprobs(
+            out.logprob, out.top_logprobs = samplers.logprobs(
                 native, r.index, token, r.sampling.top_logprobs
             )
         if not self._emit(r, out):
