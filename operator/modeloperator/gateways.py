@@ -68,6 +68,10 @@ class GatewayState:
     needed_at: dict[str, float] = field(default_factory=dict)  # runner uid -> unix time
     reported: dict[str, dict[str, Any]] = field(default_factory=dict)  # runner uid -> status
     fingerprints: dict[str, str] = field(default_factory=dict)
+    # gateway uid -> the runner token Secrets its Deployment mounts (absent: no Deployment yet,
+    # or its Service name is taken and the gateway is stalled).
+    mounted: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
+    blocked: set[str] = field(default_factory=set)  # gateway uids whose Service name is taken
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
 
 
@@ -154,7 +158,22 @@ async def write_routes(
         await ctx.kube.apply(routes_config_map(meta["name"], meta["namespace"], content), gateway)
         state.written[meta["uid"]] = content
     state.refreshed[meta["uid"]] = time.monotonic()
+    tokens = token_secrets(runners)
+    if meta["uid"] in state.mounted and state.mounted[meta["uid"]] != tokens:
+        # A runner joined or left: its token must be mounted before the gateway calls it.
+        await apply_deployment(ctx, state, gateway, tokens)
     return table
+
+
+async def apply_deployment(
+    ctx: Context, state: GatewayState, gateway: dict[str, Any], tokens: dict[str, tuple[str, str]]
+) -> dict[str, Any]:
+    meta = gateway["metadata"]
+    spec = gateway.get("spec") or {}
+    obj = deployment(meta["name"], meta["namespace"], spec, ctx.settings.runner_image, tokens)
+    applied = await ctx.kube.apply(obj, gateway)
+    state.mounted[meta["uid"]] = tokens
+    return applied
 
 
 async def reconcile_gateway(
@@ -173,6 +192,8 @@ async def reconcile_gateway(
     conflict = service_conflict(await ctx.kube.get("v1", "Service", svc_name, namespace),
                                 meta["uid"])  # fmt: skip
     if conflict:
+        state.mounted.pop(meta["uid"], None)
+        state.blocked.add(meta["uid"])
         status["conditions"] = conditions.merge(
             old, conditions.summary(False, False, True, "ServiceConflict", conflict, generation)
         )
@@ -180,14 +201,13 @@ async def reconcile_gateway(
     for obj in (service_account(name, namespace), role(name, namespace),
                 role_binding(name, namespace)):  # fmt: skip
         await ctx.kube.apply(obj, body)
+    state.blocked.discard(meta["uid"])
     state.written.pop(meta["uid"], None)  # a spec change re-applies the ConfigMap too
     table = await write_routes(ctx, state, body)
     await ctx.kube.apply(gateway_service(name, namespace, spec), body)
     runners = [r["name"] for r in table["runners"]]
     tokens = token_secrets(await _by_name(ctx, namespace, runners))
-    deploy = await ctx.kube.apply(
-        deployment(name, namespace, spec, ctx.settings.runner_image, tokens), body
-    )
+    deploy = await apply_deployment(ctx, state, body, tokens)
     status.update(_table_status(table))
     dep_status = deploy.get("status") or {}
     want = int(spec.get("replicas", 1))
@@ -295,6 +315,8 @@ async def tick(ctx: Context, state: GatewayState, gateway: dict[str, Any], inter
     reconcile interval), the gateway's demand, and the replicas of the runners it fronts."""
     meta = gateway["metadata"]
     namespace = meta["namespace"]
+    if meta["uid"] in state.blocked or meta["uid"] not in state.mounted:
+        return  # stalled, or not reconciled yet: its handler writes the first table
     stale = time.monotonic() - state.refreshed.get(meta["uid"], 0.0)
     counter = state.changes[namespace]
     if state.seen.get(meta["uid"]) != counter or stale >= ctx.settings.reconcile_interval:
