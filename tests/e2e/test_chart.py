@@ -92,7 +92,12 @@ def test_default_template_cluster_wide() -> None:
     # Secrets by name (pull and management secrets) and its own management Secrets: created,
     # never listed, watched, updated or deleted.
     assert granted[("", "secrets")] == {"get", "create"}
-    assert ("", "configmaps") not in granted
+    # ModelGateways: their routing table ConfigMaps (read too, since the operator can only grant
+    # its gateways' Roles what it holds), Deployments, accounts, Roles and bindings; no delete.
+    assert granted[("", "configmaps")] == {"get", "list", "watch", "create", "patch"}
+    assert granted[("rbac.authorization.k8s.io", "roles")] == {"get", "create", "patch"}
+    assert granted[("apps", "deployments")] == {"get", "list", "watch", "create", "patch"}
+    assert not any(r in ("clusterroles", "clusterrolebindings") for _, r in granted)
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in rules)
     assert not any("delete" in verbs for verbs in granted.values())
     binding = only(docs, "ClusterRoleBinding")
