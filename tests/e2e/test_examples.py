@@ -1,7 +1,8 @@
 """Every example: listed, documented, and accepted by the API server (`kubectl apply
 --dry-run=server` with the CRDs installed). Argo CD and Flux kinds, whose CRDs the local cluster
 does not have, are checked in Python: the paths they name exist here, the health checks name
-objects the example declares.
+objects the example declares; so are the Inference Extension's InferencePool and the Gateway API's
+HTTPRoute of 08-inference-pool (the pool selects the runner pods the operator builds).
 examples/01-quickstart and 06-clients also run end to end in test_quickstart.py."""
 
 from __future__ import annotations
@@ -10,14 +11,25 @@ import re
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
+from modeloperator import resources
+from modelrunner.app import create_app
+from modelrunner.settings import Settings
 from tests.e2e.conftest import CHART, EXAMPLES, ROOT, load_documents
 from tests.support.cluster import Kubectl
+from tests.support.fake_engine import FakeEngine
+from tests.support.server import LiveServer
 
 EXAMPLE_DIRS = sorted(p for p in EXAMPLES.iterdir() if p.is_dir())
-FOREIGN_GROUPS = ("argoproj.io", "fluxcd.io")
+FOREIGN_GROUPS = (
+    "argoproj.io",
+    "fluxcd.io",
+    "inference.networking.k8s.io",
+    "gateway.networking.k8s.io",
+)
 
 
 def foreign(doc: dict[str, Any]) -> bool:
@@ -31,7 +43,8 @@ def manifests(example: Path) -> list[Path]:
 def test_examples_are_numbered_documented_and_indexed() -> None:
     names = [p.name for p in EXAMPLE_DIRS]
     assert names == ["01-quickstart", "02-gpu-runner", "03-copy-and-modelfile",
-                     "04-external-ollama", "05-gitops", "06-clients", "07-gateway"]  # fmt: skip
+                     "04-external-ollama", "05-gitops", "06-clients", "07-gateway",
+                     "08-inference-pool"]  # fmt: skip
     index = (EXAMPLES / "README.md").read_text()
     for example in EXAMPLE_DIRS:
         assert (example / "README.md").is_file()
@@ -67,6 +80,48 @@ def test_gateway_fronts_both_runners_and_one_scales_from_zero() -> None:
     assert runners["on-demand"]["spec"]["autoscaling"]["minReplicas"] == 0
     served = {d["metadata"]["labels"]["runner"] for d in docs if d["kind"] == "Model"}
     assert served == set(runners)
+
+
+def test_inference_pool_selects_the_runner_pods_and_reads_gauges_they_serve(
+    tmp_path: Path,
+) -> None:
+    example = EXAMPLES / "08-inference-pool"
+    docs = {(d["kind"], d["metadata"]["name"]): d for p in manifests(example)
+            for d in load_documents(p)}  # fmt: skip
+    runner = docs[("ModelRunner", "pool-runner")]
+    pool = docs[("InferencePool", "pool-runner")]["spec"]
+    pod_labels = resources.labels(runner["metadata"]["name"])
+    assert pool["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert [p["number"] for p in pool["targetPorts"]] == [resources.OLLAMA_PORT]
+    service = docs[("Service", pool["endpointPickerRef"]["name"])]
+    assert [p["port"] for p in service["spec"]["ports"]] == [9002]  # the EPP default port
+    deployment = docs[("Deployment", service["metadata"]["name"])]["spec"]
+    assert (
+        service["spec"]["selector"].items() <= deployment["template"]["metadata"]["labels"].items()
+    )
+    (epp,) = deployment["template"]["spec"]["containers"]
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in epp["args"])
+    assert flags["pool-name"] == "pool-runner" and flags["grpc-port"] == "9002"
+    route = docs[("HTTPRoute", "pool-runner")]["spec"]
+    (backend,) = route["rules"][0]["backendRefs"]
+    assert (backend["group"], backend["kind"], backend["name"]) == (
+        "inference.networking.k8s.io", "InferencePool", "pool-runner")  # fmt: skip
+    # The metrics the EPP is told to read, and its defaults (vLLM's names), are served.
+    read = [flags[f] for f in ("total-queued-requests-metric", "total-running-requests-metric",
+                               "kv-cache-usage-percentage-metric")]  # fmt: skip
+    defaults = [
+        "vllm:num_requests_waiting",
+        "vllm:num_requests_running",
+        "vllm:kv_cache_usage_perc",
+    ]
+    app = create_app(Settings(models=tmp_path, listen=[], prune=False), engine=FakeEngine())
+    server = LiveServer(app).start()
+    try:
+        text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    finally:
+        server.stop()
+    served = {line.split()[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert set(read + defaults) <= served
 
 
 def test_gitops_paths_and_health_checks_point_at_real_things() -> None:
@@ -125,8 +180,11 @@ def test_example_passes_server_side_dry_run(
         for doc in load_documents(path):
             if foreign(doc):
                 # No Argo CD / Flux CRDs on the local cluster (kubectl cannot even map the kind):
-                # test_gitops_paths_and_health_checks_point_at_real_things checks these.
-                assert doc["metadata"]["name"] and doc["metadata"]["namespace"] and doc["spec"]
+                # test_gitops_paths_and_health_checks_point_at_real_things checks these (and
+                # test_inference_pool_... the InferencePool and HTTPRoute, applied with -n).
+                assert doc["metadata"]["name"] and doc["spec"]
+                if example.name == "05-gitops":
+                    assert doc["metadata"]["namespace"]
                 continue
             if doc.get("metadata", {}).get("namespace"):  # e.g. argocd-cm in namespace argocd
                 doc = {**doc, "metadata": {**doc["metadata"], "namespace": namespace}}
