@@ -19,7 +19,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
-from modelrunner.api.openai import convert
+from modelrunner.api.openai import convert, replies
 from modelrunner.api.openai.schemas import ChatCompletionRequest, CompletionRequest
 from modelrunner.app import create_app
 from modelrunner.core.defaults import ensure_default_model
@@ -737,7 +737,7 @@ def test_messages_convert_to_core_messages() -> None:
 
 
 def test_chat_stream_renderer() -> None:
-    renderer = convert.ChatStream(convert.Meta("chatcmpl-1", 5, "m", include_usage=True))
+    renderer = replies.ChatStream(replies.Meta("chatcmpl-1", 5, "m", include_usage=True))
     out = renderer.start()
     out += renderer.feed(Chunk(thinking="Let me see.", content="Hi"))
     out += renderer.feed(Chunk(tool_calls=[ToolCall("f", {"a": 1}, id="call_a")]))
@@ -778,7 +778,7 @@ def test_chat_stream_renderer() -> None:
 
 def test_chat_completion_object_carries_reasoning() -> None:
     final = Chunk(content="4", thinking="2+2", done=True, done_reason="length", timings=Timings())
-    data = convert.chat_completion(convert.Meta("chatcmpl-2", 1, "m"), final)
+    data = replies.chat_completion(replies.Meta("chatcmpl-2", 1, "m"), final)
     assert data["choices"][0]["message"] == {
         "role": "assistant",
         "content": "4",
@@ -788,12 +788,12 @@ def test_chat_completion_object_carries_reasoning() -> None:
 
 
 def test_embedding_encoding_and_dimensions() -> None:
-    data = convert.embeddings("m", [[3.0, 4.0, 12.0]], 2, "float", None)
+    data = replies.embeddings("m", [[3.0, 4.0, 12.0]], 2, "float", None)
     assert data["data"][0]["embedding"] == pytest.approx([3 / 13, 4 / 13, 12 / 13])
-    assert convert.embeddings("m", [[3.0, 4.0, 12.0]], 2, "float", 2)["data"][0]["embedding"] == (
+    assert replies.embeddings("m", [[3.0, 4.0, 12.0]], 2, "float", 2)["data"][0]["embedding"] == (
         pytest.approx([0.6, 0.8])
     )
-    encoded = convert.encode_vector([1.0, -2.5], "base64")
+    encoded = replies.encode_vector([1.0, -2.5], "base64")
     assert isinstance(encoded, str) and base64.b64decode(encoded) == struct.pack("<2f", 1.0, -2.5)
     assert convert.embedding_inputs("") == [""]
     with pytest.raises(InvalidRequest):

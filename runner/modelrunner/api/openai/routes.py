@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from modelrunner.api.common import engine_dialect, inference, read_model, services
-from modelrunner.api.openai import convert
+from modelrunner.api.openai import convert, replies
 from modelrunner.api.openai.choices import (
     Choices,
     Renderer,
@@ -44,9 +44,9 @@ async def found(ref: str, awaitable: Awaitable[T]) -> T:
         raise NotFound(f'model "{ref}" not found') from None
 
 
-def meta(prefix: str, model: str, include_usage: bool) -> convert.Meta:
+def meta(prefix: str, model: str, include_usage: bool) -> replies.Meta:
     # Ollama numbers responses chatcmpl-0..998; clients treat the id as opaque.
-    return convert.Meta(
+    return replies.Meta(
         f"{prefix}-{secrets.randbelow(999)}", int(time.time()), model, include_usage
     )
 
@@ -66,10 +66,10 @@ async def list_models(request: Request) -> dict[str, Any]:
     data: dict[str, dict[str, Any]] = {}
     for record in await models.list_models():
         if dialect is Dialect.OLLAMA:
-            data[record.display()] = convert.model_object(record, dialect)
+            data[record.display()] = replies.model_object(record, dialect)
         elif record.manifest.digest not in data:
             tags = [n.display(Dialect.DMR) for n in models.tags_of(record)]
-            data[record.manifest.digest] = convert.model_object(record, dialect, tags)
+            data[record.manifest.digest] = replies.model_object(record, dialect, tags)
     return {"object": "list", "data": list(data.values())}
 
 
@@ -79,7 +79,7 @@ async def get_model(model: str, request: Request) -> dict[str, Any]:
     models = services(request).models
     record = await found(model, models.get(model, dialect))
     tags = [n.display(Dialect.DMR) for n in models.tags_of(record)]
-    return convert.model_object(record, dialect, tags)
+    return replies.model_object(record, dialect, tags)
 
 
 @api.post("/chat/completions")
@@ -95,23 +95,23 @@ async def chat_completions(request: Request) -> Response:
     session = await found(body.model, choices.open(0))
     info = meta("chatcmpl", body.model, body.include_usage)
     if not body.stream:
-        return JSONResponse(convert.chat_completion(info, await choices.collect(session)))
+        return JSONResponse(replies.chat_completion(info, await choices.collect(session)))
     if len(choices.reqs) == 1:
-        return sse_stream(events(session, convert.ChatStream(info)))
+        return sse_stream(events(session, replies.ChatStream(info)))
     return sse_stream(
         choices.stream(
             session,
-            lambda i: convert.ChatStream(info, i, usage_chunk=False),
+            lambda i: replies.ChatStream(info, i, usage_chunk=False),
             lambda finals: _usage(info, "chat.completion.chunk", finals, len(finals)),
         )
     )
 
 
-def _usage(info: convert.Meta, kind: str, finals: list[Chunk], per_prompt: int) -> Any:
+def _usage(info: replies.Meta, kind: str, finals: list[Chunk], per_prompt: int) -> Any:
     if not info.include_usage:
         return None
-    timings = convert.total_timings([f.timings for f in finals], per_prompt)
-    return convert.usage_chunk(info, kind, timings)
+    timings = replies.total_timings([f.timings for f in finals], per_prompt)
+    return replies.usage_chunk(info, kind, timings)
 
 
 @api.post("/completions")
@@ -126,13 +126,13 @@ async def completions(request: Request) -> Response:
     info = meta("cmpl", body.model, body.include_usage)
     if not body.stream:
         finals = await choices.collect(session)
-        return JSONResponse(convert.completion(info, finals, per_prompt))
+        return JSONResponse(replies.completion(info, finals, per_prompt))
     if len(choices.reqs) == 1:
-        return sse_stream(events(session, convert.CompletionStream(info)))
+        return sse_stream(events(session, replies.CompletionStream(info)))
     return sse_stream(
         choices.stream(
             session,
-            lambda i: convert.CompletionStream(info, i, usage_chunk=False),
+            lambda i: replies.CompletionStream(info, i, usage_chunk=False),
             lambda finals: _usage(info, "text_completion", finals, per_prompt),
         )
     )
@@ -151,7 +151,7 @@ async def embeddings(request: Request) -> dict[str, Any]:
     result = await found(
         body.model, inference(request).embed(body.model, inputs, dialect=dialect, api="openai")
     )
-    return convert.embeddings(
+    return replies.embeddings(
         body.model, result.vectors, result.prompt_tokens, fmt, body.dimensions
     )
 
