@@ -17,8 +17,8 @@ from modelrunner.names import Dialect
 from modelrunner.registry.auth import Challenge, Credentials, CredentialStore
 from modelrunner.registry.client import pick_from_index
 from modelrunner.registry.config import MB, TransferConfig
-from modelrunner.registry.download import plan_parts
 from modelrunner.registry.errors import InsecureProtocol, UnsupportedArtifact
+from modelrunner.registry.partial import plan_parts
 from modelrunner.registry.progress import LayerProgress, TransferEvent
 from modelrunner.registry.references import is_local_host, resolve
 from modelrunner.store import media
