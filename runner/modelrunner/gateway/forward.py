@@ -76,17 +76,25 @@ class Forwarder:
             self.metrics.queue(runner, model, -1)
 
     async def forward(self, incoming: Incoming, target: Target, send: Send) -> None:
-        loop = asyncio.get_running_loop()
         runner = self.routes.table.runner_of(target.key) if target.key is not None else ""
-        model = target.model
         self.metrics.arrived(runner)
+        line = _Line(self._queues.setdefault(target.key, FairQueue()), target.client)
+        try:
+            await self._forward(incoming, target, send, runner, line)
+        finally:
+            line.leave()
+
+    async def _forward(
+        self, incoming: Incoming, target: Target, send: Send, runner: str, line: _Line
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        model = target.model
         deadline = incoming.arrived + self.settings.hold_timeout
         tried: set[str] = set()
         busy: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
         waited = 0.0
         attempts = 0
         cap = self.settings.instance_concurrency
-        front = False
         while True:
             healthy = self._candidates(target)
             fresh = [i for i in healthy if i.name not in tried]
@@ -96,13 +104,13 @@ class Forwarder:
                 await send({"type": "http.response.body", "body": body, "more_body": False})
                 return
             remaining = deadline - loop.time()
-            if cap:
+            if cap and fresh and remaining > 0:
                 open_ = [i for i in fresh if self.metrics.instance_in_flight[i.name] < cap]
-                if fresh and not open_ and remaining > 0:
+                if not open_ or not line.my_turn():
                     started = loop.time()
-                    await self._wait_turn(target, runner, model, min(remaining, 1.0), front)
+                    with self._queued(runner, model):
+                        await line.wait(min(remaining, 1.0), room=bool(open_))
                     waited += loop.time() - started
-                    front = True  # woken and beaten to the slot: keep our place in line
                     continue
                 fresh = open_
             if not fresh:
@@ -115,6 +123,7 @@ class Forwarder:
                 waited += loop.time() - started
                 tried.clear()
                 continue
+            line.leave()
             by_name = {i.name: i for i in fresh}
             order = choose(
                 list(by_name), self._load(list(by_name)), self.settings.policy,
@@ -129,23 +138,19 @@ class Forwarder:
                 await self._attempt(incoming, instance, runner, model, send, attempts)
                 return
             except Retryable as failure:
-                self.metrics.errors.labels(
-                    runner, instance.name, model, failure.kind.split(":")[0]
-                ).inc()
+                kind = failure.kind.split(":")[0]
+                self.metrics.errors.labels(runner, instance.name, model, kind).inc()
                 if failure.eject:
                     self.health.eject(instance.url, failure.kind)
                 if failure.busy is not None:
                     busy = failure.busy
                 tried.add(instance.name)
                 if attempts >= MAX_ATTEMPTS:
-                    await error_for(incoming.path, 502, f"instances failed: {failure.kind}")(
-                        {"type": "http"}, _no_receive, send
-                    )
+                    response = error_for(incoming.path, 502, f"instances failed: {failure.kind}")
+                    await response({"type": "http"}, _no_receive, send)
                     return
                 self.metrics.retries.labels(runner, model).inc()
-                log.info(
-                    "retrying %s %s elsewhere: %s", incoming.method, incoming.path, failure.kind
-                )
+                log.info("retrying %s %s elsewhere: %s", incoming.method, incoming.path, kind)
 
     async def _timed_out(self, incoming: Incoming, runner: str, model: str, send: Send) -> None:
         self.metrics.timeouts.labels(runner, model).inc()
@@ -155,19 +160,6 @@ class Forwarder:
         )
         response = error_for(incoming.path, 503, message, {"Retry-After": "5"})
         await response({"type": "http"}, _no_receive, send)
-
-    async def _wait_turn(
-        self, target: Target, runner: str, model: str, patience: float, front: bool
-    ) -> None:
-        queue = self._queues.setdefault(target.key, FairQueue())
-        future = queue.enqueue(target.client, front=front)
-        with self._queued(runner, model):
-            try:
-                await asyncio.wait_for(asyncio.shield(future), max(patience, 0.0))
-            except TimeoutError:
-                pass
-            finally:
-                queue.forget(target.client, future)
 
     def _released(self) -> None:
         for queue in self._queues.values():
@@ -204,6 +196,35 @@ class Forwarder:
             self.pins[found.group(1).decode()] = instance.name
             while len(self.pins) > _PINS:
                 self.pins.popitem(last=False)
+
+
+class _Line:
+    """One request's place in its model's fair queue: joined once, kept across wake-ups (so a
+    waiter that checks back for a deadline keeps its place), left when it goes or gives up."""
+
+    def __init__(self, queue: FairQueue, client: str) -> None:
+        self.queue, self.client = queue, client
+        self.ticket: asyncio.Future[None] | None = None
+
+    def my_turn(self) -> bool:
+        """Woken by its turn, or nobody is waiting (no line to jump)."""
+        if self.ticket is not None:
+            return self.ticket.done()
+        return len(self.queue) == 0
+
+    async def wait(self, patience: float, room: bool) -> None:
+        if self.ticket is None or self.ticket.done():
+            # First time in line, or woken and beaten to the slot: back at the head.
+            self.ticket = self.queue.enqueue(self.client, front=self.ticket is not None)
+        if room:  # a slot is free: whoever's turn it is takes it
+            self.queue.wake_one()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.ticket), max(patience, 0.0))
+
+    def leave(self) -> None:
+        if self.ticket is not None and not self.ticket.done():
+            self.queue.forget(self.client, self.ticket)
+        self.ticket = None
 
 
 async def _no_receive() -> dict[str, str]:
