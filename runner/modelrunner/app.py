@@ -99,6 +99,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         num_gpu=settings.num_gpu,
         num_thread=settings.num_thread,
         parallel=settings.num_parallel,
+        max_context=settings.max_num_ctx,
     )
     inference = InferenceService(store, scheduler, metrics, defaults)
     policies = PolicyService(store, inference, settings.max_num_ctx)

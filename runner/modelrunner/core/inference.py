@@ -16,6 +16,8 @@ from typing import Any
 
 import anyio
 
+from modelrunner.core import offload
+from modelrunner.core.fit import check_fits
 from modelrunner.core.policy import RuntimePolicy
 from modelrunner.core.textstream import (
     StopMatcher,
@@ -46,6 +48,7 @@ class EngineDefaults:
     num_gpu: int = -1
     num_thread: int = 0
     parallel: int = 1
+    max_context: int = 0  # the runner's num_ctx ceiling for every source of a context; 0: none
 
 
 class InferenceService:
@@ -78,15 +81,22 @@ class InferenceService:
         parallel = self.parallel_overrides.get(record.digest) or (
             policy.parallel if policy is not None and policy.parallel else self.defaults.parallel
         )
+        num_ctx = max(int(num_ctx), 4)
+        slots = 1 if embedding else parallel
+        num_thread = int(opts.get("num_thread", self.defaults.num_thread))
+        check_fits(record.display(), record.gguf, num_ctx, slots, self.defaults.max_context,
+                   num_thread)  # fmt: skip
+        num_batch = int(opts.get("num_batch", DEFAULTS["num_batch"]))
         return LoadOptions(
             model_path=record.model_files[0],
-            num_ctx=max(int(num_ctx), 4),
-            num_batch=int(opts.get("num_batch", DEFAULTS["num_batch"])),
+            num_ctx=num_ctx,
+            # A batch beyond the context buys nothing and its buffers can be huge.
+            num_batch=min(num_batch, num_ctx) if num_batch > 0 else DEFAULTS["num_batch"],
             num_gpu=int(opts.get("num_gpu", self.defaults.num_gpu)),
-            num_thread=int(opts.get("num_thread", self.defaults.num_thread)),
+            num_thread=num_thread,
             use_mmap=bool(opts.get("use_mmap", True)),
             embedding=embedding,
-            parallel=1 if embedding else parallel,
+            parallel=slots,
             projector=record.projectors[0] if record.projectors else None,
         )
 
@@ -162,9 +172,10 @@ class InferenceService:
                 # A continuation: one BOS, the earlier turns, then the new text (as Ollama
                 # tokenizes the detokenized context plus the prompt).
                 earlier = _without_lead(list(req.context), lead)
-                tokens = lead + earlier + model.tokenize(text, add_bos=False)
+                tokens = lead + earlier + await offload.tokenize(model, text, add_bos=False)
             else:
-                tokens = model.tokenize(text, add_bos=not _starts_with_bos(text, model))
+                bos = not _starts_with_bos(text, model)
+                tokens = await offload.tokenize(model, text, add_bos=bos)
             generation = _generate(model, tokens, sampling, media)
         except BaseException:
             await stack.aclose()
@@ -261,7 +272,8 @@ class InferenceService:
                 decoded = [decode_base64(image) for image in images]
                 tokens, _ = await _media_prompt(model, text, decoded, [], req, encode=False)
                 return len(tokens)
-            return len(model.tokenize(text, add_bos=not _starts_with_bos(text, model)))
+            bos = not _starts_with_bos(text, model)
+            return len(await offload.tokenize(model, text, add_bos=bos))
 
     # -- embeddings ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from modelrunner.core import offload
 from modelrunner.core.inference import InferenceService, vocab_size
 from modelrunner.engine.base import EngineModel, LoadOptions
 from modelrunner.errors import InvalidRequest
@@ -61,7 +62,7 @@ async def tokenize(
     svc: InferenceService, ref: str, dialect: Dialect, text: str, add_special: bool
 ) -> tuple[list[int], list[Piece]]:
     async with loaded(svc, ref, dialect) as model:
-        tokens = model.tokenize(text, add_bos=add_special)
+        tokens = await offload.tokenize(model, text, add_bos=add_special)
         return tokens, [Piece(t, piece_bytes(model, t)) for t in tokens]
 
 

@@ -243,10 +243,6 @@ class TransferService:
         scheme, rest = split_scheme(ref)
         name = self.store.resolve(rest, dialect)
         manifest, _ = await anyio.to_thread.run_sync(self.store.manifests.read, name)
-        if dialect is Dialect.DMR and not manifest.is_docker_model:
-            # DMR pushes DMR artifacts, whatever the model was stored as (Ollama's stays Ollama's).
-            record = await anyio.to_thread.run_sync(self.store.load, name)
-            manifest = await anyio.to_thread.run_sync(docker_artifact, self.store, record)
         target = endpoint(
             name,
             scheme,
@@ -258,7 +254,13 @@ class TransferService:
         if missing:
             raise InvalidRequest(f"model {name} is incomplete: blob {missing[0]} is missing")
         client = self._client(target, bearer_token, registry_auth, "pull,push")
-        await client.blob_size(manifest.config.digest)  # reach the registry before streaming
+        # Reach the registry before streaming, and before writing anything: a push that cannot
+        # start leaves the store as it was.
+        await client.blob_size(manifest.config.digest)
+        if dialect is Dialect.DMR and not manifest.is_docker_model:
+            # DMR pushes DMR artifacts, whatever the model was stored as (Ollama's stays Ollama's).
+            record = await anyio.to_thread.run_sync(self.store.load, name)
+            manifest = await anyio.to_thread.run_sync(docker_artifact, self.store, record)
         return Transfer(name, "push", lambda t: self._push_events(t, client, target, manifest))
 
     async def _push_events(

@@ -14,7 +14,7 @@ from modelrunner.api.dmr import wire as dmr_wire
 from modelrunner.api.ollama import wire as ollama_wire
 from modelrunner.api.openai import wire as openai_wire
 
-_OPENAI = re.compile(r"^(/engines(/[^/]+)?)?/v1(/|$)")
+_OPENAI = re.compile(r"^(/engines(/[^/]+)?)?/(v1(/|$)|responses(/|$))")  # DMR's bare /responses too
 # OpenAI's own type and code for the refusals the generic renderer does not name.
 _OPENAI_KINDS = {
     401: ("invalid_request_error", "invalid_api_key"),

@@ -88,8 +88,11 @@ async def load(request: Request) -> Response:
     try:
         manifest = await anyio.to_thread.run_sync(read_archive, store, reader)
     except ModelRunnerError as exc:
-        # DMR wraps every load failure in a 500 ``error while loading model: ...``
-        raise ModelRunnerError(f"error while loading model: {exc.message}") from None
+        # DMR wraps every load failure in ``error while loading model: ...`` (always a 500
+        # there); a body that is no model archive is the caller's fault, so its 4xx is kept.
+        wrapped = ModelRunnerError(f"error while loading model: {exc.message}")
+        wrapped.status = exc.status
+        raise wrapped from None
     log.info("loaded model %s", manifest.digest)
     return Response(_progress("Model loaded successfully"), media_type="text/plain")
 

@@ -299,6 +299,11 @@ async def configure(request: Request) -> Response:
     context = body.context_size or flag_int(flags, ("-c", "--ctx-size"))
     if context is not None and context < -1:
         raise InvalidRequest(f"invalid context size {context}")
+    ceiling = inference(request).defaults.max_context
+    if context is not None and ceiling and context > ceiling:
+        raise InvalidRequest(
+            f"context size {context} is larger than this runner allows ({ceiling})"
+        )
     parallel = flag_int(flags, ("-np", "--parallel"))
     keep_alive = parse_keep_alive(body.keep_alive, lenient=True)
     record = await record_of(request, body.model)

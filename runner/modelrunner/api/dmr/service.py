@@ -15,7 +15,7 @@ from modelrunner import __version__
 from modelrunner.api.common import services
 from modelrunner.api.dmr.wire import DMRRoute
 from modelrunner.core.logbuffer import LogBuffer
-from modelrunner.errors import InvalidRequest, ModelRunnerError, NotFound
+from modelrunner.errors import Conflict, InvalidRequest, ModelRunnerError, NotFound
 
 router = APIRouter(route_class=DMRRoute)
 LOGS_KEY = "logs"
@@ -89,6 +89,6 @@ async def install_backend(request: Request) -> Response:
 @router.post("/engines/uninstall-backend")
 async def uninstall_backend(request: Request) -> Response:
     backend = await _backend(request)
-    raise ModelRunnerError(
+    raise Conflict(  # DMR answers a failed uninstall with a 500; this one is a refusal
         f"backend uninstall failed: {backend} is built into this runner and cannot be removed"
     )
