@@ -102,6 +102,10 @@ def test_ps_lists_runners_per_mode(http: httpx.Client, smollm2: str) -> None:
             "in_use",
             "loading",
             "keep_alive",
+            # ours, after DMR's (its clients ignore unknown fields): the effective runtime policy
+            "context_size",
+            "parallel",
+            "pinned",
         }
         assert entry["backend_name"] == "llama.cpp"
         assert entry["model_name"] == "docker.io/ai/smollm2:latest"
