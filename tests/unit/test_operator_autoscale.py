@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modeloperator.autoscale import Demand, Policy, decide
+from modeloperator.gateways import GatewayState, runner_demand
 
 POLICY = Policy(min_replicas=0, max_replicas=4, target=2, delay=60)
 T = 1_000_000.0
@@ -68,3 +69,19 @@ def test_demand_sums_over_gateways() -> None:
         {"inFlight": 1, "queued": 0, "lastRequestUnix": None}
     )
     assert total == Demand(3, 1, 5.0) and total.load == 4
+
+
+def test_runner_demand_sums_fresh_reports_of_the_gateways_that_front_it() -> None:
+    state = GatewayState()
+    state.fronts = {("ns", "a"): {"r"}, ("ns", "b"): {"r"}, ("ns", "c"): {"other"},
+                    ("ns", "old"): {"r"}}  # fmt: skip
+    state.demand = {
+        ("ns", "a"): (100.0, {"r": Demand(1, 0, 5.0)}),
+        ("ns", "b"): (100.0, {"r": Demand(0, 2, 7.0)}),
+        ("ns", "c"): (100.0, {"r": Demand(9, 9, 9.0)}),  # does not front r (stale entry)
+        ("ns", "old"): (10.0, {"r": Demand(50, 50, 1.0)}),  # too old to count
+    }
+    assert runner_demand(state, "ns", "r", fresh_after=50.0) == Demand(1, 2, 7.0)
+    assert runner_demand(state, "elsewhere", "r", fresh_after=50.0) is None
+    # Fronted but not mentioned by the gateway: known demand of zero, not unknown.
+    assert runner_demand(state, "ns", "other", fresh_after=50.0) == Demand()
