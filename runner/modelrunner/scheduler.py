@@ -293,6 +293,12 @@ class Scheduler:
                 count += 1
         return count
 
+    def refresh_expiry(self) -> None:
+        """After a pin is lifted: idle runners kept only by the pin expire by keep_alive again."""
+        for runner in self.runners.values():
+            if runner.idle and runner.expires_at == math.inf and not self.pinned(runner):
+                self._set_expiry(runner)
+
     def set_keep_alive(self, digest: str, keep_alive: float) -> None:
         """A new default keep-alive for the loaded runners of ``digest`` (a policy change)."""
         for runner in self.runners.values():

@@ -323,3 +323,22 @@ def test_memory_budget_evicts_to_fit_and_refuses_what_never_fits(
             assert response.status_code == 503 and "memory budget" in response.json()["error"]
     finally:
         server.stop()
+
+
+def test_a_pinned_model_never_expires_and_expires_again_once_unpinned(
+    tmp_path: Path, tiny_gguf: Path
+) -> None:
+    settings = Settings(models=tmp_path / "m", listen=[], prune=False, keep_alive="1s")
+    server = LiveServer(create_app(settings)).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            upload_and_create(http, tiny_gguf, "tiny")
+            pin = {"pinned": True, "preload": True}
+            assert http.put("/runner/policies/tiny", json=pin).status_code == 200
+            wait_for(lambda: "tiny:latest" in loaded(http))
+            time.sleep(2.5)  # well past the runner's 1 s keep-alive
+            assert loaded(http)["tiny:latest"]["expires_at"].startswith("2318-")
+            assert http.put("/runner/policies/tiny", json={"pinned": False}).status_code == 200
+            wait_for(lambda: not loaded(http), timeout=30)
+    finally:
+        server.stop()

@@ -109,6 +109,7 @@ class PolicyService:
         self.inference.context_overrides.pop(record.digest, None)
         self.inference.parallel_overrides.pop(record.digest, None)
         self._apply(record, policy)
+        self.inference.scheduler.refresh_expiry()
         await self.inference.scheduler.notify()
         return key, policy
 
@@ -119,6 +120,7 @@ class PolicyService:
             await anyio.to_thread.run_sync(self.file.write, table)
             del self.table[key]
             self._invalidate()
+        self.inference.scheduler.refresh_expiry()
         await self.inference.scheduler.notify()  # a lifted pin may let a waiting load go on
         return key
 
