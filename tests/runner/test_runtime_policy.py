@@ -142,7 +142,8 @@ def test_preload_and_context_size_survive_kill_and_apply_without_reimport(
 def test_pinned_model_is_never_evicted_for_another(
     serve: Callable[..., Served], tiny_gguf: Path
 ) -> None:
-    runner = serve("--max-loaded-models", "1", MODEL_RUNNER_PINNED_WAIT="1.5")
+    runner = serve("--max-loaded-models", "1", "--memory-budget", "1GiB",
+                   MODEL_RUNNER_PINNED_WAIT="1.5")  # fmt: skip
     with runner.client() as http:
         upload_and_create(http, tiny_gguf, "tiny")
         # Another model (its own manifest digest, so its own runner) over the same weights.
