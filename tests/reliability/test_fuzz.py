@@ -1,6 +1,6 @@
 """The fuzzer over every route of every dialect against a real runner process with the tiny
 model: zero 5xx, every 4xx in its dialect's shape, the store unchanged by every refusal.
-``MODELRUNNER_FUZZ_REQUESTS`` sets the count (default 600); ``bench/reliability.py`` runs more."""
+``MODELRUNNER_FUZZ_REQUESTS`` sets the count (default 500); ``bench/reliability.py`` runs more."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.conftest import upload_and_create
 from tests.support.fuzz import Route, fuzz, mutate, routes, seed_for, unseeded
 from tests.support.runner_process import RunnerProcess
 
-COUNT = int(os.environ.get("MODELRUNNER_FUZZ_REQUESTS", "600"))
+COUNT = int(os.environ.get("MODELRUNNER_FUZZ_REQUESTS", "500"))
 
 
 @pytest.fixture(scope="module")
