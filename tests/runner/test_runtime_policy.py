@@ -343,3 +343,20 @@ def test_a_pinned_model_never_expires_and_expires_again_once_unpinned(
             wait_for(lambda: not loaded(http), timeout=30)
     finally:
         server.stop()
+
+
+def test_policy_keep_alive_is_the_default_and_a_request_keep_alive_wins(
+    policy_runner: tuple[httpx.Client, Path],
+) -> None:
+    http, _ = policy_runner
+    assert http.put("/runner/policies/tiny", json={"keep_alive": "-1"}).status_code == 200
+    body = {"model": "tiny", "prompt": "", "stream": False}  # load only
+    assert http.post("/api/generate", json=body).status_code == 200
+    assert loaded(http)["tiny:latest"]["expires_at"].startswith("2318-")
+    assert http.post("/api/generate", json={**body, "keep_alive": "10m"}).status_code == 200
+    year = int(loaded(http)["tiny:latest"]["expires_at"][:4])
+    assert year < 2100  # ten minutes from now, not forever
+    assert http.post("/api/generate", json=body).status_code == 200
+    assert loaded(http)["tiny:latest"]["expires_at"].startswith("2318-")
+    (engine,) = http.get("/engines/ps").json()
+    assert engine["keep_alive"] == "-1"
