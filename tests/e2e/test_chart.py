@@ -86,17 +86,17 @@ def test_default_template_cluster_wide() -> None:
                for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
     assert granted[("", "namespaces")] == {"list", "watch"}
     assert granted[("kopf.dev", "clusterkopfpeerings")] == {"get", "list", "watch", "patch"}
-    assert granted[("", "pods")] == {"get", "list", "watch"}
+    assert granted[("", "pods")] == {"list", "watch"}
     assert granted[("", "events")] == {"create"}
-    assert granted[("modelrunner.io", "models/status")] == {"get", "patch"}
+    assert granted[("modelrunner.io", "models/status")] == {"patch"}
     # Secrets by name (pull and management secrets) and its own management Secrets: created,
     # never listed, watched, updated or deleted.
     assert granted[("", "secrets")] == {"get", "create"}
     # ModelGateways: their routing table ConfigMaps (read too, since the operator can only grant
     # its gateways' Roles what it holds), Deployments, accounts, Roles and bindings; no delete.
     assert granted[("", "configmaps")] == {"get", "list", "watch", "create", "patch"}
-    assert granted[("rbac.authorization.k8s.io", "roles")] == {"get", "create", "patch"}
-    assert granted[("apps", "deployments")] == {"get", "list", "watch", "create", "patch"}
+    assert granted[("rbac.authorization.k8s.io", "roles")] == {"create", "patch"}
+    assert granted[("apps", "deployments")] == {"create", "patch"}  # test_rbac.py: exactly the code's calls
     assert not any(r in ("clusterroles", "clusterrolebindings") for _, r in granted)
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in rules)
     assert not any("delete" in verbs for verbs in granted.values())

@@ -88,6 +88,7 @@ class CrashResult:
     kills: int = 0
     by_operation: dict[str, int] = field(default_factory=dict)
     resumed_pulls: int = 0
+    failed_rounds: int = 0
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -177,6 +178,7 @@ class CrashLoop:
             if kind == "pull":
                 problems += self._repull(http, partial)
         self.result.problems += [f"after a kill during {kind}: {p}" for p in problems]
+        self.result.failed_rounds += bool(problems)
         self.ensure_tiny()
 
     def _repull(self, http: httpx.Client, partial: bool) -> list[str]:

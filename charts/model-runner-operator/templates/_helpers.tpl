@@ -56,46 +56,52 @@ app.kubernetes.io/part-of: {{ include "mro.name" . }}
 
 {{/* The rules the operator needs in every namespace it watches (Role or ClusterRole). */}}
 {{- define "mro.namespacedRules" -}}
-# Its own resources: watch them, add kopf's finalizer and annotations, write status.
+# Its own resources: watch them, add kopf's finalizer and annotations, write status; a
+# ModelRunner is also read by name and its spec.replicas set by the gateway's autoscaling.
+# (tests/reliability/test_rbac.py names the code behind every rule here.)
 - apiGroups: [modelrunner.io]
-  resources: [models, modelrunners, modelgateways]
+  resources: [models, modelgateways]
+  verbs: [list, watch, patch]
+- apiGroups: [modelrunner.io]
+  resources: [modelrunners]
   verbs: [get, list, watch, patch]
 - apiGroups: [modelrunner.io]
   resources: [models/status, modelrunners/status, modelgateways/status]
-  verbs: [get, patch]
+  verbs: [patch]
 # Owner references with blockOwnerDeletion (clusters with OwnerReferencesPermissionEnforcement).
 - apiGroups: [modelrunner.io]
   resources: [models/finalizers, modelrunners/finalizers, modelgateways/finalizers]
   verbs: [update]
-# What a ModelRunner owns, written by server-side apply (patch; create when absent).
+# What a ModelRunner owns, written by server-side apply (patch; create when absent). Services
+# are also read by name (a gateway refuses to take over a Service it does not own).
 - apiGroups: [apps]
   resources: [statefulsets]
-  verbs: [get, list, watch, create, patch]
+  verbs: [create, patch]
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, create, patch]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
-  verbs: [get, list, watch, create, patch]
+  verbs: [create, patch]
 # What a ModelGateway owns: its Deployment, its routing table ConfigMap, and the ServiceAccount,
 # Role and RoleBinding that let its pods read that one ConfigMap. Kubernetes lets the operator
 # grant only what it holds itself, hence get/list/watch on ConfigMaps.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [create, patch]
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [get, create, patch]
+  verbs: [create, patch]
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, create, patch]
+  verbs: [create, patch]
 # Runner pods: which replicas are ready, and why one is not scheduled.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [list, watch]
 # The runner pods' modelrunner.io/models-ready readiness gate condition.
 - apiGroups: [""]
   resources: [pods/status]
