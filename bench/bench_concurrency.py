@@ -198,7 +198,8 @@ def parse_threads(spec: str) -> tuple[int, int]:
 async def run(args: argparse.Namespace) -> str:
     from modelrunner.core.defaults import default_gguf, ensure_default_model
     from modelrunner.engine.base import LoadOptions
-    from modelrunner.engine.batched import BatchedLlamaEngine, BatchTuning
+    from modelrunner.engine.batch_config import BatchTuning
+    from modelrunner.engine.batched import BatchedLlamaEngine
     from modelrunner.engine.llama import LlamaEngine
     from modelrunner.engine.threadpool import uses_openmp
     from modelrunner.store.models import ModelStore

@@ -77,7 +77,8 @@ def default_engine(settings: Settings) -> Engine:
         from modelrunner.engine.llama import LlamaEngine
 
         return LlamaEngine()
-    from modelrunner.engine.batched import BatchedLlamaEngine, BatchTuning
+    from modelrunner.engine.batch_config import BatchTuning
+    from modelrunner.engine.batched import BatchedLlamaEngine
 
     return BatchedLlamaEngine(BatchTuning(flash_attn=settings.flash_attention))
 

@@ -15,7 +15,8 @@ import pytest
 from modelrunner.engine import batch_native as nat
 from modelrunner.engine import batch_sampling as samplers
 from modelrunner.engine.base import LoadOptions, Sampling
-from modelrunner.engine.batched import BatchedLlamaEngine, BatchedLlamaModel, BatchTuning
+from modelrunner.engine.batch_config import BatchTuning
+from modelrunner.engine.batched import BatchedLlamaEngine, BatchedLlamaModel
 from modelrunner.engine.threadpool import uses_openmp
 
 PROMPTS = ["the quick brown fox", "hello world", "a b c d e f g", "1 2 3 4 5 6 7 8 9"]
