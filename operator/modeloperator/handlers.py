@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict
+import random
 from typing import Any
 
 import kopf
 
 from modeloperator import GROUP, VERSION
+from modeloperator.drift import sweep
 from modeloperator.gateway_handlers import register_gateways
 from modeloperator.kube import Kube, api_client
-from modeloperator.reconcile import Context, reconcile_model, remove_model
+from modeloperator.models import State, compact
+from modeloperator.reconcile import Catalog, Context, reconcile_model, remove_model
 from modeloperator.resources import LABEL_MANAGED, MANAGER
 from modeloperator.runners import reconcile_runner, refresh_runner, runner_of_pod
 from modeloperator.settings import OperatorSettings
+from modeloperator.status import changes
 
 
-class State:
-    """Shared by every handler through kopf's memo: the API context and per-object locks, so a
-    timer and a change handler never work on the same object at once."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+def _state(memo: kopf.Memo, indices: dict[str, Any]) -> State:
+    """The shared state, bound on first use to kopf's indices (passed to every handler)."""
+    state: State = memo["state"]
+    if state.ctx.catalog is None:
+        state.ctx.catalog = Catalog(indices["model_index"], indices["runner_index"])
+    return state
 
 
 def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> None:
@@ -37,7 +39,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
-        memo["state"] = State(Context(Kube(await api_client()), operator_settings))
+        memo["state"] = State(Context(Kube(await api_client()), operator_settings), announce)
 
     operator_settings = settings
 
@@ -48,23 +50,37 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        await memo["state"].ctx.inventory.close()
         await memo["state"].ctx.kube.api.close()
 
+    # In-memory indices fed by the watch streams (kopf fills them before any handler runs):
+    # a reconcile reads Models and ModelRunners from here instead of listing them.
+    @kopf.index(*models, id="model_index", registry=registry)
+    def model_index(body: kopf.Body, **_: Any) -> dict[str, Any]:
+        return {body["metadata"]["namespace"]: compact(body)}
+
+    @kopf.index(*runners, id="runner_index", registry=registry)
+    def runner_index(body: kopf.Body, **_: Any) -> dict[str, Any]:
+        return {body["metadata"]["namespace"]: compact(body)}
+
+    # Models react to their own changes only; drift is found per runner instance (below).
     @kopf.on.resume(*models, registry=registry)
     @kopf.on.create(*models, registry=registry)
     @kopf.on.update(*models, field="spec", registry=registry)
-    @kopf.timer(*models, interval=interval, initial_delay=interval, registry=registry)
-    async def model_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
-        state: State = memo["state"]
-        async with state.locks[body["metadata"]["uid"]]:
+    async def model_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kw: Any) -> None:
+        state = _state(memo, kw)
+        async with state.locks.hold(body["metadata"]["uid"]):
             status = await reconcile_model(state.ctx, dict(body))
-        announce(body, status)
-        patch.status.update(status)
+        changed = state.to_write(dict(body), status)
+        if changed:
+            announce(body, status)
+            patch.status.update(changed)
+            state.became(dict(body), status)
 
     @kopf.on.delete(*models, registry=registry)
-    async def model_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        state: State = memo["state"]
-        async with state.locks[body["metadata"]["uid"]]:
+    async def model_deleted(body: kopf.Body, memo: kopf.Memo, **kw: Any) -> None:
+        state = _state(memo, kw)
+        async with state.locks.hold(body["metadata"]["uid"]):
             results = await remove_model(state.ctx, dict(body))
         pending = [r for r in results if r.state != "Deleted"]
         if pending:
@@ -73,6 +89,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             raise kopf.TemporaryError(
                 f"model not yet removed everywhere: {message}", delay=interval
             )
+        state.forget(body["metadata"]["uid"])
         kopf.event(
             body, type="Normal", reason="Deleted", message="removed from every runner instance"
         )
@@ -81,20 +98,27 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.create(*runners, registry=registry)
     @kopf.on.update(*runners, field="spec", registry=registry)
     @kopf.timer(*runners, interval=interval, initial_delay=interval, registry=registry)
-    async def runner_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any) -> None:
-        state: State = memo["state"]
-        async with state.locks[body["metadata"]["uid"]]:
+    async def runner_changed(
+        body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kw: Any
+    ) -> None:
+        state = _state(memo, kw)
+        async with state.locks.hold(body["metadata"]["uid"]):
             status = await reconcile_runner(state.ctx, dict(body))
-        patch.status.update(status)
+        patch.status.update(changes(body.get("status"), status))
+        # Drift: each instance listed once, only the Models that differ reconciled; jittered so
+        # runners (and operator replicas) do not all list at the same moment.
+        await asyncio.sleep(random.uniform(0, interval / 10))
+        await sweep(state.ctx, dict(body), state.refresh_model)
 
     # A runner pod changed (created, containers ready, deleted): reconcile its ModelRunner now,
     # so a new replica gets its models and its models-ready gate without waiting for the timer.
     @kopf.on.event("v1", "pods", labels={LABEL_MANAGED: MANAGER}, registry=registry)
-    async def runner_pod_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        state: State = memo["state"]
+    async def runner_pod_changed(body: kopf.Body, memo: kopf.Memo, **kw: Any) -> None:
+        state = _state(memo, kw)
         runner = await runner_of_pod(state.ctx, dict(body))
         if runner is not None:
-            async with state.locks[runner["metadata"]["uid"]]:
+            state.ctx.resolver.forget(runner["metadata"]["namespace"], runner["metadata"]["name"])
+            async with state.locks.hold(runner["metadata"]["uid"]):
                 await refresh_runner(state.ctx, runner)
 
 
@@ -113,7 +137,7 @@ def configure(settings: kopf.OperatorSettings) -> None:
     settings.background.cancellation_polling = 2
 
 
-def announce(body: kopf.Body, status: dict[str, Any]) -> None:
+def announce(body: Any, status: dict[str, Any]) -> None:
     """One Event per phase change (not one per poll)."""
     before = (body.get("status") or {}).get("phase")
     after = status.get("phase")

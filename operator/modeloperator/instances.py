@@ -3,6 +3,8 @@ server."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,3 +68,42 @@ async def resolve(kube: Kube, settings: OperatorSettings, runner: dict[str, Any]
     labels = ",".join(f"{k}={v}" for k, v in selector(name).items())
     pods = await kube.list_objects("v1", "Pod", namespace, labels)
     return pod_instances(name, namespace, pods, settings.instance_urls, token)
+
+
+class Resolver:
+    """``resolve`` per ModelRunner, reused for ``ttl`` seconds while the runner object is the
+    same version: a thousand Models targeting one runner read its Secret and pods once, not a
+    thousand times. Pod events call ``forget`` so a new or restarted pod is seen at once."""
+
+    def __init__(self, kube: Kube, settings: OperatorSettings) -> None:
+        self.kube, self.settings = kube, settings
+        self.entries: dict[tuple[str, str], tuple[str, float, list[Instance]]] = {}
+        self.lock = asyncio.Lock()
+
+    async def instances(self, runner: dict[str, Any]) -> list[Instance]:
+        meta = runner["metadata"]
+        key, version = (meta["namespace"], meta["name"]), str(meta.get("resourceVersion", ""))
+        hit = self._hit(key, version)
+        if hit is not None:
+            return hit
+        async with self.lock:  # one resolve at a time; those waiting then find it cached
+            hit = self._hit(key, version)
+            if hit is not None:
+                return hit
+            found = await resolve(self.kube, self.settings, runner)
+            now = time.monotonic()
+            ttl = self.settings.observe_ttl
+            self.entries = {k: e for k, e in self.entries.items() if now - e[1] < ttl}
+            self.entries[key] = (version, now, found)
+            return found
+
+    def _hit(self, key: tuple[str, str], version: str) -> list[Instance] | None:
+        entry = self.entries.get(key)
+        if entry is None or entry[0] != version:
+            return None
+        if time.monotonic() - entry[1] >= self.settings.observe_ttl:
+            return None
+        return entry[2]
+
+    def forget(self, namespace: str, name: str) -> None:
+        self.entries.pop((namespace, name), None)

@@ -4,13 +4,15 @@ is pure (plan.py, resources.py); the I/O is the runner API (runnerclient.py) and
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from modeloperator import conditions
 from modeloperator.credentials import SecretError, registry_config
-from modeloperator.instances import Instance, resolve
+from modeloperator.instances import Instance, Resolver
+from modeloperator.inventory import InstanceView, Inventory, Snapshot
 from modeloperator.kube import Kube, KubeError
 from modeloperator.plan import (
     Action,
@@ -25,17 +27,53 @@ from modeloperator.plan import (
     references_in_use,
     selects,
     spec_hash,
-    tag_index,
 )
 from modeloperator.refs import canonical
 from modeloperator.runnerclient import Progress, RunnerClient, RunnerError, Unreachable
+from modeloperator.runtime import desired_policy, same_policy, status_runtime
 from modeloperator.settings import OperatorSettings
+from modeloperator.status import human_size
+
+
+class Catalog:
+    """Models and ModelRunners by namespace as kopf's indices hold them (kept current by the
+    watch streams), so a reconcile lists nothing from the API server."""
+
+    def __init__(self, models: Any, runners: Any) -> None:
+        self.model_index, self.runner_index = models, runners
+
+    def models(self, namespace: str) -> list[dict[str, Any]]:
+        return list(self.model_index.get(namespace, []))
+
+    def runners(self, namespace: str) -> list[dict[str, Any]]:
+        return list(self.runner_index.get(namespace, []))
 
 
 @dataclass
 class Context:
     kube: Kube
     settings: OperatorSettings
+    catalog: Catalog | None = None
+    inventory: Inventory = field(init=False)
+    resolver: Resolver = field(init=False)
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.inventory = Inventory(s.request_timeout, s.pull_timeout, s.runner_concurrency)
+        self.resolver = Resolver(self.kube, s)
+
+    async def models(self, namespace: str) -> list[dict[str, Any]]:
+        if self.catalog is not None:
+            return self.catalog.models(namespace)
+        return await self.kube.models(namespace)
+
+    async def runners(self, namespace: str) -> list[dict[str, Any]]:
+        if self.catalog is not None:
+            return self.catalog.runners(namespace)
+        return await self.kube.runners(namespace)
+
+    def view(self, instance: Instance) -> InstanceView:
+        return self.inventory.view(instance.url, instance.token)
 
 
 @dataclass
@@ -44,7 +82,8 @@ class InstanceResult:
     state: str  # Ready | Pulling | Waiting | Failed | Unreachable
     message: str = ""
     digest: str = ""
-    show: dict[str, Any] = field(default_factory=dict)
+    size: int = 0
+    policy: dict[str, Any] | None = None
 
     def to_status(self) -> dict[str, Any]:
         out = {"runner": self.instance.runner, "instance": self.instance.name, "state": self.state}
@@ -67,7 +106,7 @@ async def selected_runners(ctx: Context, model: dict[str, Any]) -> list[dict[str
     namespace = model["metadata"]["namespace"]
     labels = model["metadata"].get("labels") or {}
     return [
-        r for r in await ctx.kube.runners(namespace)
+        r for r in await ctx.runners(namespace)
         if selects((r.get("spec") or {}).get("modelSelector"), labels)
         and not r["metadata"].get("deletionTimestamp")
     ]  # fmt: skip
@@ -76,8 +115,12 @@ async def selected_runners(ctx: Context, model: dict[str, Any]) -> list[dict[str
 async def instances_for(ctx: Context, model: dict[str, Any]) -> list[Instance]:
     found: list[Instance] = []
     for runner in await selected_runners(ctx, model):
-        found += await resolve(ctx.kube, ctx.settings, runner)
+        found += await ctx.resolver.instances(runner)
     return found
+
+
+def live_views(models: list[dict[str, Any]]) -> list[ModelView]:
+    return [model_view(m) for m in models if not m["metadata"].get("deletionTimestamp")]
 
 
 # -- Models ---------------------------------------------------------------------------------
@@ -137,6 +180,29 @@ async def pull_auth(ctx: Context, namespace: str, view: ModelView) -> str | None
     return registry_config(secret)
 
 
+async def apply_policy(
+    view: InstanceView, model: ModelView, snap: Snapshot
+) -> dict[str, Any] | None:
+    """Bring the instance's runtime policy of ``model`` in line with its ``spec.runtime``;
+    return the policy in effect. Nothing is re-pulled: the runner applies a policy in place."""
+    desired = desired_policy(model.spec.get("runtime"))
+    stored = None if snap.policies is None else snap.policies.get(canonical(model.name))
+    if desired is None:
+        if stored is not None:  # the Model stopped declaring one
+            async with view.calls:
+                await view.client.delete_policy(model.served)
+            view.set_policy(model.name, None)
+        return None
+    if snap.policies is None:
+        raise RunnerError("this runner has no runtime policy route (/runner/policies)")
+    if same_policy(desired, stored):
+        return stored
+    async with view.calls:
+        applied = await view.client.put_policy(model.served, desired)
+    view.set_policy(model.name, applied)
+    return applied
+
+
 async def converge_instance(
     ctx: Context,
     instance: Instance,
@@ -145,24 +211,59 @@ async def converge_instance(
     progress: Progress,
     auth: str | None = None,
 ) -> InstanceResult:
-    settings = ctx.settings
-    client = RunnerClient(
-        instance.url, settings.request_timeout, settings.pull_timeout, instance.token
-    )
+    """Plan against the instance's shared listing, run the actions (bounded per instance), and
+    read the result from one listing taken after them."""
+    runner = ctx.view(instance)
+    max_age = ctx.settings.observe_ttl
     try:
-        tags = tag_index(await client.tags())
-        actions = plan_present(view, tags, needed)
-        for action in actions:
+        snap = await runner.models(max_age)
+        wrote = 0.0
+        for action in plan_present(view, snap.digests(), needed):
             if isinstance(action, Wait):
                 return InstanceResult(instance, "Waiting", action.message)
-            await execute(client, action, progress, auth)
-        shown = await client.show(view.served)
-        digest = tag_index(await client.tags()).get(canonical(view.name), "")
-        return InstanceResult(instance, "Ready", digest=digest, show=shown)
+            async with runner.calls:
+                await execute(runner.client, action, progress, auth)
+            wrote = time.monotonic()
+        if wrote:
+            snap = await runner.models(max_age, after=wrote)
+        listed = snap.models.get(canonical(view.name))
+        if listed is None:
+            return InstanceResult(instance, "Waiting", "not listed by the runner yet")
+        policy = await apply_policy(runner, view, snap)
+        return InstanceResult(instance, "Ready", digest=listed[0], size=listed[1], policy=policy)
     except Unreachable as exc:
         return InstanceResult(instance, "Unreachable", exc.message)
     except RunnerError as exc:
         return InstanceResult(instance, "Failed", exc.message)
+
+
+async def details_of(
+    ctx: Context, view: ModelView, results: list[InstanceResult]
+) -> dict[str, Any]:
+    """``/api/show`` of the model on one instance that serves it, once per digest: the status
+    already holds the details of the digest it shows."""
+    served = [r for r in results if r.state == "Ready"]
+    if not served:
+        return {}
+    first = served[0]
+    if view.status.get("digest") == "sha256:" + first.digest and view.status.get("details"):
+        return dict(view.status["details"])
+    runner = ctx.view(first.instance)
+    try:
+        async with runner.calls:
+            shown = await runner.client.show(view.served)
+    except RunnerError:
+        return dict(view.status.get("details") or {})
+    details = shown.get("details") or {}
+    info = shown.get("model_info") or {}
+    arch = str(info.get("general.architecture", ""))
+    return {
+        "family": details.get("family", ""),
+        "parameterSize": details.get("parameter_size", ""),
+        "quantization": details.get("quantization_level", ""),
+        "contextLength": int(info.get(f"{arch}.context_length") or 0),
+        "capabilities": list(shown.get("capabilities") or []),
+    }
 
 
 async def reconcile_model(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
@@ -171,11 +272,7 @@ async def reconcile_model(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 0)
     view = model_view(body)
-    others = [
-        model_view(m) for m in await ctx.kube.models(namespace)
-        if not m["metadata"].get("deletionTimestamp")
-    ]  # fmt: skip
-    needed = references_in_use(others, exclude=name)
+    needed = references_in_use(live_views(await ctx.models(namespace)), exclude=name)
     instances = await instances_for(ctx, body)
     progress = ProgressReporter(ctx, namespace, name)
     try:
@@ -183,11 +280,20 @@ async def reconcile_model(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     except SecretError as exc:  # every instance waits until the Secret is fixed
         results = [InstanceResult(i, "Waiting", f"pullSecretRef: {exc}") for i in instances]
         return model_status(view, results, generation)
-    results = [await converge_instance(ctx, i, view, needed, progress, auth) for i in instances]
-    return model_status(view, results, generation)
+    results = list(
+        await asyncio.gather(
+            *(converge_instance(ctx, i, view, needed, progress, auth) for i in instances)
+        )
+    )
+    return model_status(view, results, generation, await details_of(ctx, view, results))
 
 
-def model_status(view: ModelView, results: list[InstanceResult], generation: int) -> dict[str, Any]:
+def model_status(
+    view: ModelView,
+    results: list[InstanceResult],
+    generation: int,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     states = {r.state for r in results}
     status: dict[str, Any] = {
         "observedGeneration": generation,
@@ -228,17 +334,13 @@ def model_status(view: ModelView, results: list[InstanceResult], generation: int
     served = [r for r in results if r.state == "Ready"]
     if served:
         first = served[0]
-        details = first.show.get("details") or {}
-        info = first.show.get("model_info") or {}
-        arch = str(info.get("general.architecture", ""))
         status["digest"] = "sha256:" + first.digest if first.digest else None
-        status["details"] = {
-            "family": details.get("family", ""),
-            "parameterSize": details.get("parameter_size", ""),
-            "quantization": details.get("quantization_level", ""),
-            "contextLength": int(info.get(f"{arch}.context_length") or 0),
-            "capabilities": list(first.show.get("capabilities") or []),
-        }
+        # Every kind (pulled, copied, created from a Modelfile) has its size in /api/tags.
+        status["size"] = first.size
+        status["sizeHuman"] = human_size(first.size)
+        if details:
+            status["details"] = details
+        status["runtime"] = status_runtime(next((r.policy for r in served if r.policy), None))
     if ready:
         if view.kind == "source":
             status["source"] = view.spec["source"]
@@ -251,18 +353,29 @@ async def remove_model(ctx: Context, body: dict[str, Any]) -> list[InstanceResul
     so the caller can keep the finalizer and retry."""
     view = model_view(body)
     namespace = body["metadata"]["namespace"]
-    others = [model_view(m) for m in await ctx.kube.models(namespace)]
-    needed = references_in_use(others, exclude=view.name)
-    results = []
-    for instance in await instances_for(ctx, body):
-        client = RunnerClient(instance.url, ctx.settings.request_timeout, token=instance.token)
+    needed = references_in_use([model_view(m) for m in await ctx.models(namespace)], view.name)
+    retain = view.spec.get("deletionPolicy") == "Retain"
+
+    async def remove(instance: Instance) -> InstanceResult:
+        runner = ctx.view(instance)
         try:
-            tags = tag_index(await client.tags())
-            for action in plan_absent(view, tags, needed):
-                await execute(client, action, ProgressReporter(ctx, namespace, view.name))
-            results.append(InstanceResult(instance, "Deleted"))
+            snap = await runner.models(ctx.settings.observe_ttl)
+            actions: list[Action] = plan_absent(view, snap.digests(), needed)
+            own = Delete(view.served)
+            if not retain and own not in actions:  # the listing may predate its create
+                actions.insert(0, own)
+            async with runner.calls:
+                for action in actions:
+                    await execute(
+                        runner.client, action, ProgressReporter(ctx, namespace, view.name)
+                    )
+                if not retain and snap.policies and canonical(view.name) in snap.policies:
+                    await runner.client.delete_policy(view.served)
+                    runner.set_policy(view.name, None)
+            return InstanceResult(instance, "Deleted")
         except Unreachable as exc:
-            results.append(InstanceResult(instance, "Unreachable", exc.message))
+            return InstanceResult(instance, "Unreachable", exc.message)
         except RunnerError as exc:
-            results.append(InstanceResult(instance, "Failed", exc.message))
-    return results
+            return InstanceResult(instance, "Failed", exc.message)
+
+    return list(await asyncio.gather(*(remove(i) for i in await instances_for(ctx, body))))

@@ -173,6 +173,7 @@ def _engine_env(engine: dict[str, Any]) -> list[dict[str, str]]:
         "contextSize": "MODEL_RUNNER_CONTEXT_SIZE",
         "parallel": "MODEL_RUNNER_NUM_PARALLEL",
         "maxLoadedModels": "MODEL_RUNNER_MAX_LOADED_MODELS",
+        "memoryBudget": "MODEL_RUNNER_MEMORY_BUDGET",
         "keepAlive": "MODEL_RUNNER_KEEP_ALIVE",
     }
     for key, var in mapping.items():

@@ -32,9 +32,12 @@ async def _ignore(_: dict[str, Any]) -> None:
 class RunnerClient:
     def __init__(
         self, base_url: str, timeout: float = 30.0, pull_timeout: float = 3600.0,
-        token: str | None = None,
+        token: str | None = None, http: httpx.AsyncClient | None = None,
     ) -> None:  # fmt: skip
         self.base_url = base_url.rstrip("/")
+        # A shared client (inventory.py: one per instance, kept-alive connections); without one
+        # each call opens its own.
+        self.http = http
         self.timeout = timeout
         self.pull_timeout = pull_timeout
         # The runner's management token, sent on every call (the runner's management routes
@@ -43,10 +46,13 @@ class RunnerClient:
 
     async def _request(self, method: str, path: str, body: Any = None) -> httpx.Response:
         try:
-            async with httpx.AsyncClient(
-                base_url=self.base_url, timeout=self.timeout, headers=self.headers
-            ) as client:
-                response = await client.request(method, path, json=body)
+            if self.http is not None:
+                response = await self.http.request(method, path, json=body)
+            else:
+                async with httpx.AsyncClient(
+                    base_url=self.base_url, timeout=self.timeout, headers=self.headers
+                ) as client:
+                    response = await client.request(method, path, json=body)
         except httpx.TransportError as exc:
             raise Unreachable(f"runner {self.base_url} unreachable: {exc!r}") from None
         if response.status_code >= 400:
@@ -56,6 +62,33 @@ class RunnerClient:
     async def tags(self) -> list[dict[str, Any]]:
         models = (await self._request("GET", "/api/tags")).json().get("models") or []
         return list(models)
+
+    async def policies(self) -> dict[str, dict[str, Any]] | None:
+        """The runner's runtime policies by model (None: a server without the route, e.g.
+        Ollama)."""
+        try:
+            data = (await self._request("GET", "/runner/policies")).json()
+        except RunnerError as exc:
+            if exc.status in (404, 405):
+                return None
+            raise
+        return dict(data.get("policies") or {})
+
+    async def put_policy(self, name: str, policy: dict[str, Any]) -> dict[str, Any]:
+        data: dict[str, Any] = (
+            await self._request("PUT", f"/runner/policies/{name}", policy)
+        ).json()
+        return data
+
+    async def delete_policy(self, name: str) -> bool:
+        """Remove ``name``'s policy; False if it had none."""
+        try:
+            await self._request("DELETE", f"/runner/policies/{name}")
+        except RunnerError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
 
     async def show(self, name: str) -> dict[str, Any]:
         data: dict[str, Any] = (await self._request("POST", "/api/show", {"model": name})).json()

@@ -20,7 +20,7 @@ from modeloperator.gate import (
     pending_condition,
     served_elsewhere,
 )
-from modeloperator.instances import Instance, resolve
+from modeloperator.instances import Instance
 from modeloperator.kube import API_VERSION
 from modeloperator.plan import references_in_use, selects
 from modeloperator.reconcile import (
@@ -38,7 +38,7 @@ from modeloperator.resources import (
     service,
     statefulset,
 )
-from modeloperator.runnerclient import RunnerClient, RunnerError
+from modeloperator.runnerclient import RunnerError
 
 
 def unschedulable_reason(pods: list[dict[str, Any]]) -> str | None:
@@ -92,7 +92,7 @@ async def admit(ctx: Context, runner: dict[str, Any], instances: list[Instance])
         return instances
     meta = runner["metadata"]
     name, namespace = meta["name"], meta["namespace"]
-    models = [m for m in await ctx.kube.models(namespace)
+    models = [m for m in await ctx.models(namespace)
               if not m["metadata"].get("deletionTimestamp")]  # fmt: skip
     selector = (runner.get("spec") or {}).get("modelSelector")
     selected = [m for m in models if selects(selector, m["metadata"].get("labels") or {})]
@@ -149,10 +149,10 @@ async def reconcile_runner(ctx: Context, body: dict[str, Any]) -> dict[str, Any]
     if spec.get("external"):
         for obj in external_objects(name, namespace, spec["external"]["url"]):
             await ctx.kube.apply(obj, body)
-        instance = Instance(name, "external", spec["external"]["url"])
-        client = RunnerClient(instance.url, ctx.settings.request_timeout, token=token)
-        try:
-            await client.tags()
+        instance = Instance(name, "external", spec["external"]["url"], token=token)
+        try:  # the listing the drift pass and the Models then share
+            max_age = min(ctx.settings.observe_ttl, ctx.settings.reconcile_interval / 2)
+            await ctx.view(instance).models(max_age)
             up = secret_problem is None
             message = secret_problem or f"external server {instance.url} answers"
         except RunnerError as exc:
@@ -171,7 +171,7 @@ async def reconcile_runner(ctx: Context, body: dict[str, Any]) -> dict[str, Any]
     sts_status = sts.get("status") or {}
     labels = ",".join(f"{k}={v}" for k, v in sts["spec"]["selector"]["matchLabels"].items())
     pods = await ctx.kube.list_objects("v1", "Pod", namespace, labels)
-    instances = await admit(ctx, body, await resolve(ctx.kube, ctx.settings, body))
+    instances = await admit(ctx, body, await ctx.resolver.instances(body))
     want = int(spec.get("replicas", 1))
     # Ready replicas as Kubernetes counts them: containers ready and the models-ready gate open.
     ready_count = sum(i.serving for i in instances)

@@ -19,7 +19,20 @@ class OperatorSettings(BaseSettings):
         description="Runner image for ModelRunners that do not name one.",
     )
     reconcile_interval: float = Field(
-        default=30.0, gt=0, description="Seconds between level-triggered checks of each object."
+        default=60.0,
+        gt=0,
+        description="Seconds between drift checks: each runner instance is listed once per "
+        "interval and only the Models that drifted are reconciled (changes to objects are "
+        "handled at once, from the watch).",
+    )
+    observe_ttl: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a runner instance's model listing (and a runner's resolved "
+        "instances) are shared by the Models reconciled meanwhile.",
+    )
+    runner_concurrency: int = Field(
+        default=4, ge=1, description="Calls in flight to one runner instance at most."
     )
     autoscale_interval: float = Field(
         default=2.0,

@@ -135,10 +135,11 @@ def test_conditions_keep_transition_time_when_unchanged() -> None:
 def test_model_status_states() -> None:
     model = ModelView("m", {"source": "reg/a/m:1"}, {})
     inst = Instance("r", "external", "http://x")
-    ready = InstanceResult(inst, "Ready", digest="ab", show={"details": {"family": "llama"}})
-    status = model_status(model, [ready], 3)
+    ready = InstanceResult(inst, "Ready", digest="ab", size=291_000_000)
+    status = model_status(model, [ready], 3, {"family": "llama"})
     assert status["phase"] == "Ready" and status["source"] == "reg/a/m:1"
     assert status["digest"] == "sha256:ab" and status["details"]["family"] == "llama"
+    assert status["size"] == 291_000_000 and status["sizeHuman"] == "291 MB"
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Ready": "True", "Reconciling": "False", "Stalled": "False"}  # fmt: skip
     down = model_status(model, [InstanceResult(inst, "Unreachable", "connection refused")], 3)

@@ -1,0 +1,128 @@
+"""The operator at scale (issue 17), pure parts: status written only when it changed, the SIZE
+column, runtime policies as the runner takes them, which Models drifted, bounded locks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from modeloperator.drift import KeyedLocks, dependents, drifted
+from modeloperator.inventory import snapshot_of
+from modeloperator.runtime import desired_policy, same_policy, status_runtime
+from modeloperator.status import changes, human_size
+
+
+def test_status_patch_holds_only_what_changed() -> None:
+    old = {"phase": "Ready", "digest": "sha256:a", "runners": [{"state": "Ready"}]}
+    assert changes(old, dict(old, progress=None)) == {}  # None equals absent: no write
+    assert changes(old, dict(old, phase="Pending")) == {"phase": "Pending"}
+    assert changes(None, {"phase": "Ready"}) == {"phase": "Ready"}
+    assert changes({"progress": {"completed": 1}}, {"progress": None}) == {"progress": None}
+
+
+@pytest.mark.parametrize(
+    ("size", "text"),
+    [(0, "0 B"), (999, "999 B"), (17_000, "17 KB"), (291_456_000, "291 MB"),
+     (1_300_000_000, "1.3 GB"), (4_700_000_000_000, "4.7 TB")],
+)  # fmt: skip
+def test_size_for_humans(size: int, text: str) -> None:
+    assert human_size(size) == text
+
+
+def test_runtime_spec_to_policy_and_back() -> None:
+    assert desired_policy(None) is None and desired_policy({}) is None
+    policy = desired_policy({"contextSize": 8192, "keepAlive": "forever", "preload": True})
+    assert policy == {"context_size": 8192, "keep_alive": "-1", "parallel": None,
+                      "preload": True, "pinned": False}  # fmt: skip
+    stored = dict(policy or {})
+    assert same_policy(policy or {}, stored)
+    assert not same_policy(policy or {}, dict(stored, context_size=4096))
+    assert not same_policy(policy or {}, None)
+    # A runner that leaves out unset fields holds the same policy.
+    assert same_policy({"context_size": None, "preload": False, "pinned": True}, {"pinned": True})
+    assert status_runtime(stored) == {"contextSize": 8192, "keepAlive": "-1",
+                                      "preload": True, "pinned": False}  # fmt: skip
+    assert status_runtime(None) is None
+
+
+def model(name: str, generation: int = 1, **status: Any) -> dict[str, Any]:
+    spec = status.pop("spec", {"modelfile": "FROM base"})
+    return {"metadata": {"name": name, "generation": generation}, "spec": spec, "status": status}
+
+
+def ready(name: str, digest: str = "d1", **extra: Any) -> dict[str, Any]:
+    entry = {"runner": "r", "instance": "external", "state": "Ready", "digest": digest}
+    return model(name, phase="Ready", observedGeneration=1, runners=[entry], **extra)
+
+
+def listing(policies: dict[str, Any] | None, **models: str) -> Any:
+    tags = [{"name": name, "digest": digest, "size": 10} for name, digest in models.items()]
+    return snapshot_of(tags, policies, 0.0)
+
+
+def test_only_models_that_differ_from_the_listing_drift() -> None:
+    snap = listing({}, m1="d1", m2="d2")
+    assert not drifted(ready("m1"), "r", "external", snap)
+    assert drifted(ready("m1", digest="old"), "r", "external", snap)  # replaced by hand
+    assert drifted(ready("gone"), "r", "external", snap)  # removed by hand
+    assert drifted(ready("m1"), "r", "external", None)  # instance unreachable
+    assert drifted(ready("m1"), "r", "pod-1", snap)  # a new instance of the runner
+    assert drifted(model("m1", phase="Pending"), "r", "external", snap)  # still waiting
+    stale = ready("m1")
+    stale["metadata"]["generation"] = 2
+    assert drifted(stale, "r", "external", snap)
+    deleting = ready("gone")
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert not drifted(deleting, "r", "external", snap)
+
+
+def test_a_lost_or_edited_runtime_policy_is_drift() -> None:
+    runtime = {"contextSize": 8192, "preload": True}
+    want = ready("m1", spec={"modelfile": "FROM base", "runtime": runtime})
+    held = desired_policy(runtime) or {}
+    assert not drifted(want, "r", "external", listing({"m1": held}, m1="d1"))
+    assert drifted(want, "r", "external", listing({}, m1="d1"))  # a fresh store lost it
+    assert drifted(want, "r", "external", listing({"m1": dict(held, context_size=4096)}, m1="d1"))
+    # A policy left on the runner for a Model that no longer declares one.
+    assert drifted(ready("m1"), "r", "external", listing({"m1": held}, m1="d1"))
+    assert not drifted(ready("m1"), "r", "external", listing(None, m1="d1"))  # plain Ollama
+
+
+def test_models_waiting_for_one_are_found() -> None:
+    models = [
+        model("copy", phase="Pending", spec={"copyFrom": "base"}),
+        model("mf", phase="Pending", spec={"modelfile": "# c\nFROM base:latest\nSYSTEM x"}),
+        model("other", phase="Pending", spec={"modelfile": "FROM elsewhere"}),
+        ready("done", spec={"copyFrom": "base"}),
+    ]
+    assert [m["metadata"]["name"] for m in dependents(models, "base")] == ["copy", "mf"]
+
+
+def test_locks_are_dropped_when_free() -> None:
+    locks = KeyedLocks()
+    order: list[str] = []
+
+    async def work(key: str, tag: str) -> None:
+        async with locks.hold(key):
+            order.append(f"{tag}+")
+            await asyncio.sleep(0.01)
+            order.append(f"{tag}-")
+
+    async def main() -> None:
+        await asyncio.gather(work("a", "1"), work("a", "2"), work("b", "3"))
+
+    asyncio.run(main())
+    assert order.index("1-") < order.index("2+")  # same key: one at a time
+    assert len(locks) == 0  # nothing kept for objects nobody works on
+
+
+def test_runner_limits_reach_the_runner_as_env() -> None:
+    from modeloperator.resources import statefulset
+
+    engine = {"maxLoadedModels": 2, "memoryBudget": "8GiB"}
+    sts = statefulset("r", "ns", {"engine": engine}, "img")
+    env = {e["name"]: e["value"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODEL_RUNNER_MAX_LOADED_MODELS"] == "2"
+    assert env["MODEL_RUNNER_MEMORY_BUDGET"] == "8GiB"
