@@ -87,6 +87,9 @@ def serve(args: argparse.Namespace) -> int:
         app,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_timeout + FLUSH_SECONDS),
+        # Room for the request line and headers the security middleware refuses with 414/431
+        # in the caller's dialect (h11's own limit, 16 KiB by default, answers a bare 400).
+        h11_max_incomplete_event_size=settings.max_url_length + settings.max_header_size + 1024,
     )
     server = DrainingServer(config, drain, settings.shutdown_timeout)
     exit_zero_on_sigterm()

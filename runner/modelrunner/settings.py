@@ -162,6 +162,16 @@ class Settings(BaseSettings):
         description="Seconds a client may pause while sending a JSON body before it gets 408 "
         "(slow clients hold no slot for long).",
     )
+    max_url_length: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="Longest request target (path and query) in bytes; 414 beyond.",
+    )
+    max_header_size: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        description="Largest total size of a request's headers in bytes; 431 beyond.",
+    )
     max_json_depth: int = Field(
         default=64, ge=4, description="Deepest nesting of arrays and objects in a JSON body."
     )

@@ -20,6 +20,8 @@ _OPENAI_KINDS = {
     401: ("invalid_request_error", "invalid_api_key"),
     403: ("permission_error", "forbidden"),
     413: ("invalid_request_error", "request_too_large"),
+    414: ("invalid_request_error", "uri_too_long"),
+    431: ("invalid_request_error", "request_header_fields_too_large"),
     429: ("requests", "rate_limit_exceeded"),
 }
 

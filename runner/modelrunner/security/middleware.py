@@ -70,6 +70,7 @@ class SecurityMiddleware:
         headers = _headers(scope)
         identity: Identity | None = None
         try:
+            self._check_sizes(scope)
             identity = self._authorize(scope, headers)
             body = await self._read_body(scope, headers, receive)
         except Refusal as refusal:
@@ -92,6 +93,16 @@ class SecurityMiddleware:
         if refusal.status == 401:
             extra["WWW-Authenticate"] = "Bearer"
         await error_for(scope["path"], refusal.status, refusal.message, extra)(scope, receive, send)
+
+    def _check_sizes(self, scope: Scope) -> None:
+        target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope["query_string"])
+        if target > self.settings.max_url_length:
+            raise Refusal(414, f"request URL is longer than {self.settings.max_url_length} bytes")
+        size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if size > self.settings.max_header_size:
+            raise Refusal(
+                431, f"request headers are larger than {self.settings.max_header_size} bytes"
+            )
 
     def _authorize(self, scope: Scope, headers: dict[str, str]) -> Identity | None:
         server = scope.get("server")
