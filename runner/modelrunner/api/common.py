@@ -14,8 +14,9 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from modelrunner.core.inference import InferenceService, Session
+from modelrunner.core.inference import InferenceService
 from modelrunner.core.models import ModelService
+from modelrunner.core.session import Session
 from modelrunner.core.types import Chunk
 from modelrunner.errors import InvalidRequest, ModelRunnerError, NotFound
 from modelrunner.names import Dialect

@@ -17,7 +17,7 @@ from modelrunner.api.anthropic.schemas import CountTokensRequest, MessagesReques
 from modelrunner.api.anthropic.stream import MessageStream
 from modelrunner.api.anthropic.wire import AnthropicRoute, json_response, new_id, sse_stream
 from modelrunner.api.common import collect, engine_dialect, inference, read_json
-from modelrunner.core.inference import Session
+from modelrunner.core.session import Session
 from modelrunner.core.types import InferenceRequest
 from modelrunner.errors import (
     InvalidName,

@@ -20,7 +20,8 @@ from modelrunner.api.ollama.schemas import (
     InferenceBase,
 )
 from modelrunner.api.ollama.wire import OllamaRoute, ndjson_stream, timestamp
-from modelrunner.core.inference import Session, normalize
+from modelrunner.core.inference import normalize
+from modelrunner.core.session import Session
 from modelrunner.core.types import Chunk, InferenceRequest, Timings
 from modelrunner.durations import parse_keep_alive
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound

@@ -16,7 +16,7 @@ from fastapi import Request
 from modelrunner.api.common import collect
 from modelrunner.api.openai.convert import chat_request, completion_request, prompts
 from modelrunner.api.openai.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
-from modelrunner.core.inference import Session
+from modelrunner.core.session import Session
 from modelrunner.core.types import Chunk, InferenceRequest
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
 from modelrunner.names import Dialect

@@ -21,8 +21,8 @@ from modelrunner.api.openai.responses_schemas import ResponsesRequest
 from modelrunner.api.openai.responses_stream import Event, ResponseStream
 from modelrunner.api.openai.routes import found
 from modelrunner.api.openai.wire import SSE, OpenAIRoute, error_body
-from modelrunner.core.inference import Session
 from modelrunner.core.responses import ResponseStore, StoredResponse
+from modelrunner.core.session import Session
 from modelrunner.core.types import Chunk
 from modelrunner.errors import InvalidRequest, NotFound
 from modelrunner.names import Dialect

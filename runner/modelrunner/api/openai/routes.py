@@ -26,7 +26,7 @@ from modelrunner.api.openai.schemas import (
     EmbeddingRequest,
 )
 from modelrunner.api.openai.wire import OpenAIRoute, sse_stream
-from modelrunner.core.inference import Session
+from modelrunner.core.session import Session
 from modelrunner.core.types import Chunk
 from modelrunner.errors import InvalidName, InvalidRequest, ModelNotFound, NotFound
 from modelrunner.names import Dialect
