@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -230,6 +231,21 @@ async def wait_until(predicate: Any, limit: float, what: str) -> float:
     return time.monotonic() - start
 
 
+async def until_empty(api: client.CustomObjectsApi, namespace: str, limit: float) -> float:
+    """Seconds until the namespace lists no Model (a list of one item, so cheap to repeat;
+    a watch that had to start over would miss DELETED events)."""
+    start = time.monotonic()
+    while True:
+        found = await api.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, "models", limit=1
+        )
+        if not found["items"]:
+            return time.monotonic() - start
+        if time.monotonic() - start > limit:
+            raise TimeoutError("all deleted")
+        await asyncio.sleep(0.5)
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else 0.0
@@ -294,7 +310,7 @@ async def measure(args: argparse.Namespace, kubeconfig: str, work: Path) -> dict
         runner_rates = [(b - a) / minutes for a, b in zip(runner0, runner1, strict=True)]
         start = time.monotonic()
         await custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, "models")
-        deleted_s = await wait_until(lambda: not watcher.present, args.timeout, "all deleted")
+        deleted_s = await until_empty(custom, namespace, args.timeout)
         del start
         watcher.task.cancel()
         rss_now, peak = operator.memory()
@@ -378,6 +394,8 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     parser.add_argument("--report", nargs="+", default=None, help="results to write up")
     args = parser.parse_args()
+    # SIGTERM (timeout, a stopped job) unwinds like Ctrl-C, so the operator and runners stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.tree = str(Path(args.tree).resolve())
     if args.report:
         write_section("operator", report(args.report))
