@@ -77,6 +77,27 @@ def test_concurrent_requests_per_key(make_runner: Any, tiny_gguf: Path) -> None:
     assert http.get("/api/tags").status_code == 200  # the slot came back
 
 
+def test_limits_per_key_from_the_keys_file(make_runner: Any, tmp_path: Path) -> None:
+    """A key's own ``rpm=``/``concurrent=`` override the server-wide settings, and an edit of
+    the file applies without a restart; a malformed entry is skipped, the others still work."""
+    keys = tmp_path / "keys"
+    keys.write_text(f"team:{KEY} rpm=2\nbulk:sk-bulk-0123456789\nbad:sk-bad-0123 rpm=x\n")
+    server = make_runner(api_keys_file=keys, key_requests_per_minute=100)
+    team = httpx.Client(base_url=server.url, headers=AUTH, timeout=30)
+    bulk = httpx.Client(base_url=server.url, headers=bearer("sk-bulk-0123456789"), timeout=30)
+    assert [team.get("/api/tags").status_code for _ in range(2)] == [200, 200]
+    assert "2 requests per minute" in assert_dialect_error(team.get("/api/tags"), "ollama", 429)
+    assert all(bulk.get("/api/tags").status_code == 200 for _ in range(5))  # the default: 100
+    assert httpx.get(server.url + "/api/tags", headers=bearer("sk-bad-0123")).status_code == 401
+    keys.write_text(f"team:{KEY} rpm=10\nbulk:sk-bulk-0123456789 rpm=0 concurrent=1\n")
+    assert team.get("/api/tags").status_code == 200  # the new limit, no restart
+    assert all(bulk.get("/api/tags").status_code == 200 for _ in range(3))  # rpm=0: unlimited
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 def test_tokens_per_minute(make_runner: Any, tiny_gguf: Path) -> None:
     http = keyed(make_runner, tiny_gguf, key_tokens_per_minute=5)
     body = {

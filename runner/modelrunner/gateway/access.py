@@ -49,7 +49,7 @@ class Access:
             key_tokens_per_minute=0,
         )
         self.keys = KeyRing(runner)
-        self.limits = KeyLimits(runner, registry)
+        self.limits = KeyLimits(runner, registry, self.keys)
         self.wildcard = any(_unspecified(a) for a in settings.listen)
 
     @property

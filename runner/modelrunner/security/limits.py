@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from modelrunner.security.keys import KeyRing, Quota
 from modelrunner.settings import Settings
 
 WINDOW = 60.0
@@ -19,10 +20,13 @@ current_key: ContextVar[str | None] = ContextVar("modelrunner_current_key", defa
 
 
 class KeyLimits:
-    def __init__(self, settings: Settings, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, settings: Settings, registry: CollectorRegistry, keys: KeyRing | None = None
+    ) -> None:
         self.rpm = settings.key_requests_per_minute
         self.tpm = settings.key_tokens_per_minute
         self.concurrency = settings.key_concurrency
+        self.keys = keys  # per-key limits from the keys file override the settings above
         self._requests: dict[str, deque[float]] = defaultdict(deque)
         self._tokens: dict[str, deque[tuple[float, int]]] = defaultdict(deque)
         self._active: dict[str, int] = defaultdict(int)
@@ -43,18 +47,19 @@ class KeyLimits:
         """None when ``key`` may start a request now (and it is counted), else the reason and
         the seconds to wait (Retry-After)."""
         now = time.monotonic() if now is None else now
+        rpm, tpm, concurrency = self._limits(key)
         stamps, spent = self._requests[key], self._tokens[key]
         while stamps and stamps[0] <= now - WINDOW:
             stamps.popleft()
         while spent and spent[0][0] <= now - WINDOW:
             spent.popleft()
         refusal: tuple[str, int] | None = None
-        if self.concurrency and self._active[key] >= self.concurrency:
-            refusal = (f"too many concurrent requests (limit {self.concurrency})", 1)
-        elif self.rpm and len(stamps) >= self.rpm:
-            refusal = (f"rate limit of {self.rpm} requests per minute", _wait(stamps[0], now))
-        elif self.tpm and sum(n for _, n in spent) >= self.tpm:
-            refusal = (f"rate limit of {self.tpm} tokens per minute", _wait(spent[0][0], now))
+        if concurrency and self._active[key] >= concurrency:
+            refusal = (f"too many concurrent requests (limit {concurrency})", 1)
+        elif rpm and len(stamps) >= rpm:
+            refusal = (f"rate limit of {rpm} requests per minute", _wait(stamps[0], now))
+        elif tpm and sum(n for _, n in spent) >= tpm:
+            refusal = (f"rate limit of {tpm} tokens per minute", _wait(spent[0][0], now))
         if refusal is not None:
             self.requests.labels(key, "rate_limited").inc()
             return refusal
@@ -63,6 +68,15 @@ class KeyLimits:
         self.active.labels(key).set(self._active[key])
         self.requests.labels(key, "ok").inc()
         return None
+
+    def _limits(self, key: str) -> tuple[int, int, int]:
+        quota = self.keys.quota(key) if self.keys is not None else None
+        quota = quota or Quota()
+        return (
+            self.rpm if quota.requests_per_minute is None else quota.requests_per_minute,
+            self.tpm if quota.tokens_per_minute is None else quota.tokens_per_minute,
+            self.concurrency if quota.concurrency is None else quota.concurrency,
+        )
 
     def release(self, key: str) -> None:
         self._active[key] -= 1
@@ -73,7 +87,7 @@ class KeyLimits:
         if key is None or count <= 0:
             return
         self.tokens.labels(key, kind).inc(count)
-        if self.tpm:
+        if self._limits(key)[1]:
             self._tokens[key].append((time.monotonic(), count))
 
 

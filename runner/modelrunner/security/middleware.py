@@ -215,7 +215,7 @@ def install_security(app: FastAPI, settings: Settings, metrics: Metrics) -> KeyR
     """Add the middleware (call before CORS, so preflights stay unauthenticated) and tap the
     core's token counters for per-key usage."""
     keys = KeyRing(settings)
-    limits = KeyLimits(settings, metrics.registry)
+    limits = KeyLimits(settings, metrics.registry, keys)
     metrics.prompt_tokens = cast(Counter, TokenTap(metrics.prompt_tokens, limits, "prompt"))
     metrics.generated_tokens = cast(
         Counter, TokenTap(metrics.generated_tokens, limits, "generated")
