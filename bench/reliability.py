@@ -1,5 +1,5 @@
 """Measure the runner's reliability and write RELIABILITY.md: the fuzzer over every route, kill -9
-loops, full-disk cases, a soak, and the operator's RBAC. Each part writes its own section, so
+loops, full-disk cases, a soak, the operator's RBAC and operator chaos on a private cluster. Each part writes its own section, so
 parts can be run (and re-run) alone:
 
     python -m bench.reliability                       # everything (about 35 minutes)
@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.runner.test_registry import push_random_model  # noqa: E402
+from tests.support.chaos import Chaos, OperatorProcess, private_cluster, seed_registry  # noqa: E402
 from tests.support.crash import MB, CrashLoop  # noqa: E402
 from tests.support.fuzz import fuzz, reseeder, routes  # noqa: E402
 from tests.support.registry import FaultProxy, run_registry  # noqa: E402
@@ -234,9 +235,52 @@ none of which any code reads.
     return ok
 
 
+def part_chaos(args: argparse.Namespace, work: Path, tiny: Path) -> bool:
+    with run_registry(work / "registry") as registry:
+        sources, digests = seed_registry(registry.host, work)
+        runner = RunnerProcess(work / "models", work / "runner.log").start()
+        try:
+            with private_cluster(work / "cluster") as cluster:
+                operator = OperatorProcess(cluster.kubeconfig, work / "operator.log")
+                try:
+                    chaos = Chaos(cluster, runner, operator, sources, digests, seed=args.seed)
+                    result = chaos.run(args.chaos_rounds)
+                finally:
+                    operator.stop()
+        finally:
+            runner.stop()
+    kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.disruptions.items()))
+    waits = sorted(result.converge_seconds)
+    problems = "\n".join(f"- {p}" for p in result.problems[:20]) or "- none"
+    write_section(
+        "chaos",
+        f"""## Operator chaos
+
+{machine()}. `tests/support/chaos.py` on a private cluster (`hack/cluster.sh up` in its own
+directory and ports, no real node; the shared cluster is never touched): an operator process,
+one external-mode ModelRunner backed by a runner process on loopback, a local registry with two
+tiny models. Each round makes 1-3 changes (create a Model, flip its source between the two, or
+delete one) and then, at a random moment, one disruption in turn: the operator SIGKILLed and
+restarted, the API server or etcd SIGKILLed and started again with the same arguments, or the
+runner process killed and restarted. The round passes when every live Model is Ready with its
+source's digest, the runner holds exactly the live Models and their sources, every deleted Model
+is gone, and the runner saw no more pulls than one per change plus one retry per change.
+
+| rounds | converged | disruptions | creates / edits / deletes | pulls (allowed) | time to converge min / median / max | seconds |
+|---|---|---|---|---|---|---|
+| {result.rounds} | {result.converged} | {kinds} | {result.creates} / {result.edits} / {result.deletes} | {result.pulls} ({result.pulls_allowed}) | {waits[0]:.1f} / {waits[len(waits) // 2]:.1f} / {waits[-1]:.1f} s | {result.seconds:.0f} |
+
+Problems:
+
+{problems}
+""",
+    )
+    return not result.problems
+
+
 PARTS: dict[str, Callable[[argparse.Namespace, Path, Path], bool]] = {
     "fuzz": part_fuzz, "crash": part_crash, "disk": part_disk, "soak": part_soak,
-    "rbac": part_rbac,
+    "rbac": part_rbac, "chaos": part_chaos,
 }  # fmt: skip
 
 
@@ -248,6 +292,7 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=60)
     parser.add_argument("--soak-seconds", type=float, default=600)
     parser.add_argument("--soak-clients", type=int, default=6)
+    parser.add_argument("--chaos-rounds", type=int, default=20)
     args = parser.parse_args()
     failed = []
     for name in args.only or list(PARTS):

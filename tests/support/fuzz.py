@@ -137,7 +137,7 @@ class Request:
     method: str
     path: str
     body: bytes | None
-    headers: dict[str, bytes]
+    headers: dict[bytes, bytes]
     note: str
 
 
@@ -241,11 +241,11 @@ def request_for(route: Route, rng: random.Random) -> Request:
     path = concrete(route.template, rng, mangle)
     if rng.random() < 0.2:
         path += rng.choice(QUERIES)
-    headers: dict[str, bytes] = {}  # bytes: latin-1 values reach the server as sent
+    headers: dict[bytes, bytes] = {}  # bytes: latin-1 values reach the server as sent
     if rng.random() < 0.15:
-        headers["Content-Type"] = rng.choice(CONTENT_TYPES).encode("latin-1")
+        headers[b"Content-Type"] = rng.choice(CONTENT_TYPES).encode("latin-1")
     if rng.random() < 0.05:
-        headers[rng.choice(["Accept", "Content-Encoding", "X-Request-Origin"])] = rng.choice(
+        headers[rng.choice([b"Accept", b"Content-Encoding", b"X-Request-Origin"])] = rng.choice(
             ["gzip", "text/event-stream", "\u00e9\u00e9", "x" * 2000]
         ).encode("latin-1")
     body: bytes | None = None
