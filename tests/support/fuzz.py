@@ -255,6 +255,9 @@ def request_for(route: Route, rng: random.Random) -> Request:
     return Request(route.method, path, body, headers, f"{route.template}: {note}")
 
 
+# What the router itself answers before any dialect: Ollama's (Go's) 404 page for no route, and
+# the plain 405 for a path like ``/responses/..`` that normalizes to one without that method.
+ROUTER_ANSWERS = {(404, "404 page not found"), (405, "Method Not Allowed")}
 _LLAMA_SERVER = re.compile(r"/(tokenize|detokenize|rerank|reranking|score)$")
 
 
@@ -293,8 +296,8 @@ def shape_problem(response: httpx.Response, path: str) -> str | None:
         body = response.json()
     except ValueError:
         body = None
-    if response.status_code == 404 and response.text == "404 page not found":
-        return None  # a mangled path no route matches: Ollama's (and Go's) plain 404
+    if (response.status_code, response.text) in ROUTER_ANSWERS:
+        return None  # a mangled path that no route (or no route with this method) matches
     shapes = _shapes(path)
     if any(_shape_ok(shape, response, body) for shape in shapes):
         return None
