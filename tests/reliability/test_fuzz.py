@@ -1,6 +1,6 @@
 """The fuzzer over every route of every dialect against a real runner process with the tiny
 model: zero 5xx, every 4xx in its dialect's shape, the store unchanged by every refusal.
-``MODELRUNNER_FUZZ_REQUESTS`` sets the count (default 500); ``bench/reliability.py`` runs more."""
+``MODELRUNNER_FUZZ_REQUESTS`` sets the count (default 400); ``bench/reliability.py`` runs more."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tests.conftest import upload_and_create
 from tests.support.fuzz import Route, fuzz, mutate, routes, seed_for, unseeded
 from tests.support.runner_process import RunnerProcess
 
-COUNT = int(os.environ.get("MODELRUNNER_FUZZ_REQUESTS", "500"))
+COUNT = int(os.environ.get("MODELRUNNER_FUZZ_REQUESTS", "400"))
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,7 @@ def test_every_route_family_has_a_seed(all_routes: list[Route]) -> None:
 
 def test_mutations_are_deterministic_and_varied(all_routes: list[Route]) -> None:
     seed = seed_for(Route("POST", "/api/chat"))
-    first = [mutate(seed, random.Random(7)) for _ in range(1)]
-    assert first == [mutate(seed, random.Random(7))]
+    assert mutate(seed, random.Random(7)) == mutate(seed, random.Random(7))
     notes = {mutate(seed, random.Random(i))[1].split(" ")[0] for i in range(300)}
     assert {"valid", "drop", "weird", "raw", "nest", "long", "malformed", "top-level"} <= notes
 
