@@ -20,7 +20,7 @@ from modeloperator.gate import (
     pending_condition,
     served_elsewhere,
 )
-from modeloperator.instances import Instance
+from modeloperator.instances import Instance, resolve
 from modeloperator.kube import API_VERSION
 from modeloperator.plan import references_in_use, selects
 from modeloperator.reconcile import (
@@ -171,7 +171,10 @@ async def reconcile_runner(ctx: Context, body: dict[str, Any]) -> dict[str, Any]
     sts_status = sts.get("status") or {}
     labels = ",".join(f"{k}={v}" for k, v in sts["spec"]["selector"]["matchLabels"].items())
     pods = await ctx.kube.list_objects("v1", "Pod", namespace, labels)
-    instances = await admit(ctx, body, await ctx.resolver.instances(body))
+    # Resolved afresh (not the Models' shared cache): the gates are decided on current pods.
+    found = await resolve(ctx.kube, ctx.settings, body)
+    ctx.resolver.forget(namespace, name)
+    instances = await admit(ctx, body, found)
     want = int(spec.get("replicas", 1))
     # Ready replicas as Kubernetes counts them: containers ready and the models-ready gate open.
     ready_count = sum(i.serving for i in instances)
