@@ -65,6 +65,7 @@ class InstanceView:
     snapshot: Snapshot | None = None
     used: float = field(default_factory=time.monotonic)
     _fetch: asyncio.Task[Snapshot] | None = None
+    _took: float = 0.0  # seconds the last listing took
     _failed: tuple[float, RunnerError] | None = None
 
     async def models(self, max_age: float, after: float = 0.0) -> Snapshot:
@@ -86,8 +87,10 @@ class InstanceView:
                 return snap
 
     async def _refresh(self, debounce: bool) -> Snapshot:
-        if debounce:  # others finishing their writes now share this listing
-            await asyncio.sleep(DEBOUNCE_SECONDS)
+        if debounce:
+            # Others finishing their writes now share this listing; waiting as long as a
+            # listing takes keeps listings to at most about half of the instance's time.
+            await asyncio.sleep(max(DEBOUNCE_SECONDS, self._took))
         taken = time.monotonic()
         try:
             tags = await self.client.tags()
@@ -96,6 +99,7 @@ class InstanceView:
             self._failed = (taken, exc)
             raise
         self._failed = None
+        self._took = time.monotonic() - taken
         self.snapshot = snapshot_of(tags, policies, taken)
         return self.snapshot
 
