@@ -162,7 +162,8 @@ def deployment(
         volumes.append({"name": "api-keys", "secret": {"secretName": keys[0],
                                                        "items": [{"key": keys[1], "path": "keys"}]}})  # fmt: skip
         mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
-    probe = {"tcpSocket": {"port": "http"}, "timeoutSeconds": 5}
+    # "/" is the gateway's own answer (no backend, no key): up means serving.
+    probe = {"httpGet": {"path": "/", "port": "http"}, "timeoutSeconds": 5}
     container: dict[str, Any] = {
         "name": "gateway",
         "image": spec.get("image") or default_image,

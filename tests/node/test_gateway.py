@@ -119,6 +119,8 @@ def cold_round(kubectl: Kubectl, namespace: str, url: str) -> float:
     return time.monotonic() - started
 
 
+# The first test to use local_images pays for `make images` (minutes on a busy machine).
+@pytest.mark.timeout(1200 + 120 * ROUNDS)
 def test_gateway_fronts_two_runners_and_scales_one_from_zero(
     kubectl: Kubectl, namespace: str, operator_release: str, cluster_model: str,
     local_images: Images,
