@@ -138,8 +138,8 @@ async def routing_table(
     """The table for ``gateway`` and the runners it fronts."""
     namespace = gateway["metadata"]["namespace"]
     selector = (gateway.get("spec") or {}).get("runnerSelector")
-    runners = fronted(selector, await ctx.kube.runners(namespace))
-    models = await ctx.kube.models(namespace)
+    runners = fronted(selector, await ctx.runners(namespace))
+    models = await ctx.models(namespace)
     tokens = token_secrets(runners)
     views = await asyncio.gather(*(_runner_view(ctx, r, models, tokens) for r in runners))
     return build(list(views)), runners
@@ -233,7 +233,7 @@ def _table_status(table: dict[str, Any]) -> dict[str, Any]:
 
 async def _by_name(ctx: Context, namespace: str, names: list[str]) -> list[dict[str, Any]]:
     wanted = set(names)
-    return [r for r in await ctx.kube.runners(namespace) if r["metadata"]["name"] in wanted]
+    return [r for r in await ctx.runners(namespace) if r["metadata"]["name"] in wanted]
 
 
 # -- demand and autoscaling ------------------------------------------------------------------
