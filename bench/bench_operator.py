@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -125,10 +126,15 @@ class Runner:
 
 
 class Operator:
-    def __init__(self, tree: Path, work: Path, kubeconfig: str, namespace: str) -> None:
+    def __init__(
+        self, tree: Path, work: Path, kubeconfig: str, namespace: str, trace: bool = False
+    ) -> None:
         self.counts = work / "operator-counts.json"
         self.log = work / "operator.log"
+        self.top = work / "tracemalloc.txt"
         env = python_env(tree, KUBECONFIG=kubeconfig, BENCH_COUNTS=str(self.counts))
+        if trace:
+            env["BENCH_TRACEMALLOC"] = str(self.top)
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "operator_probe.py"), "--standalone",
              "--namespace", namespace], env=env, cwd=tree,
@@ -264,7 +270,7 @@ async def measure(args: argparse.Namespace, kubeconfig: str, work: Path) -> dict
         for runner in runners:
             await asyncio.to_thread(runner.seed, gguf)
         await core.create_namespace({"metadata": {"name": namespace}})  # type: ignore[arg-type]
-        operator = Operator(tree, work, kubeconfig, namespace)
+        operator = Operator(tree, work, kubeconfig, namespace, trace=bool(args.trace))
         await asyncio.sleep(5)
         rss_idle = operator.memory()[0]
         for i, runner in enumerate(runners):
@@ -298,6 +304,9 @@ async def measure(args: argparse.Namespace, kubeconfig: str, work: Path) -> dict
         await wait_until(all_ready, args.timeout, "all Models Ready")
         ready_s = max(watcher.ready_at.values()) - start
         latencies = [watcher.ready_at[n] - created[n] for n in names]
+        if args.trace:  # where the operator's Python memory is once all are Ready
+            await asyncio.sleep(25)
+            shutil.copyfile(operator.top, args.trace)
         await asyncio.sleep(args.settle)
         api0, runner0 = operator.requests()[0], [r.calls() for r in runners]
         rss_samples = []
@@ -393,6 +402,9 @@ def main() -> int:
     parser.add_argument("--label", default="current")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     parser.add_argument("--report", nargs="+", default=None, help="results to write up")
+    parser.add_argument(
+        "--trace", default=None, help="run the operator under tracemalloc; its top lines here"
+    )
     args = parser.parse_args()
     # SIGTERM (timeout, a stopped job) unwinds like Ctrl-C, so the operator and runners stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
