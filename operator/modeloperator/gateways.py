@@ -32,7 +32,6 @@ from modeloperator.gateway_resources import (
     token_file,
 )
 from modeloperator.instances import Instance, containers_ready, resolve
-from modeloperator.plan import tag_index
 from modeloperator.reconcile import Context
 from modeloperator.resources import OLLAMA_PORT, management_ref
 from modeloperator.routes_table import (
@@ -44,7 +43,7 @@ from modeloperator.routes_table import (
     selected_models,
     summary,
 )
-from modeloperator.runnerclient import RunnerClient, RunnerError
+from modeloperator.runnerclient import RunnerError
 
 log = logging.getLogger(__name__)
 DEMAND_PATH = "/gateway/v1/demand"
@@ -105,8 +104,7 @@ async def _runner_view(ctx: Context, runner: dict[str, Any], models: list[dict[s
     meta, spec = runner["metadata"], runner.get("spec") or {}
     name = meta["name"]
     instances = [i for i in await resolve(ctx.kube, ctx.settings, runner) if i.serving]
-    views = await asyncio.gather(*(_instance_view(i, ctx.settings.request_timeout)
-                                   for i in instances))  # fmt: skip
+    views = await asyncio.gather(*(_instance_view(ctx, i) for i in instances))
     return RunnerView(
         name=name,
         namespace=meta["namespace"],
@@ -117,11 +115,12 @@ async def _runner_view(ctx: Context, runner: dict[str, Any], models: list[dict[s
     )
 
 
-async def _instance_view(instance: Instance, limit: float) -> InstanceView | None:
-    """What the instance holds now (its /api/tags); None when it does not answer."""
-    client_ = RunnerClient(instance.url, min(limit, FAST_TIMEOUT * 2), token=instance.token)
+async def _instance_view(ctx: Context, instance: Instance) -> InstanceView | None:
+    """What the instance holds now (a fresh listing through the operator's shared view of it:
+    a refresh follows a change, such as a pod's gate opening after its last pull); None when it
+    does not answer."""
     try:
-        tags = frozenset(tag_index(await client_.tags()))
+        tags = frozenset((await ctx.view(instance).models(max_age=0.0)).models)
     except RunnerError as exc:
         log.info("routes: %s left out: %s", instance.name, exc.message)
         return None
