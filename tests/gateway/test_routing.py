@@ -15,6 +15,7 @@ from tests.gateway.procs import Proc, metric, wait_until
 
 INSTANCE = "x-model-runner-instance"
 SHORT = {"num_predict": 4, "temperature": 0}
+RUNNING = "modelrunner_requests_running"  # the runner's requests holding a slot, all models
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +180,10 @@ def test_a_client_disconnect_cancels_the_upstream_request(
         with client.stream("POST", "/api/generate", json=endless) as response:
             lines = response.iter_lines()
             assert '"done":false' in next(lines)
-            assert metric(a.url, "modelrunner_active_requests") == 1
+            assert metric(a.url, RUNNING) == 1
             assert metric(gateway.url, "modelrunner_gateway_requests_in_flight") == 1
         closed = time.monotonic()  # the stream closes here, thousands of tokens early
-    wait_until(lambda: metric(a.url, "modelrunner_active_requests") == 0, timeout=10)
+    wait_until(lambda: metric(a.url, RUNNING) == 0, timeout=10)
     assert time.monotonic() - closed < 5
     wait_until(lambda: metric(gateway.url, "modelrunner_gateway_requests_in_flight") == 0)
     demand = http.get("/gateway/v1/demand").json()

@@ -123,3 +123,15 @@ async def test_fair_queue_serves_keys_round_robin_and_forgets_quitters() -> None
 )  # fmt: skip
 def test_what_each_path_is(method: str, path: str, kind: Kind) -> None:
     assert route_of(method, path).kind is kind
+
+
+def test_a_long_shared_system_prompt_does_not_hide_the_first_user_turn() -> None:
+    system = {"role": "system", "content": "tools and rules " * 1000}
+    one = {"messages": [system, {"role": "user", "content": "first chat"}]}
+    two = {"messages": [system, {"role": "user", "content": "second chat"}]}
+    assert affinity_key("m", one) != affinity_key("m", two)
+
+
+def test_least_loaded_ties_do_not_all_go_to_the_first_instance() -> None:
+    firsts = Counter(choose(["a", "b", "c"], {}, "least")[0] for _ in range(200))
+    assert len(firsts) == 3

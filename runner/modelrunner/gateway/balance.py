@@ -10,12 +10,12 @@ import hashlib
 import itertools
 import json
 import math
+import random
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
 VNODES = 64  # points per instance on the ring: spreads keys evenly over a few instances
-_PREFIX_CHARS = 4096  # leading content hashed: enough to tell conversations apart, cheap to hash
 # A prompt grows by whole turns; its head stays put once it is this long.
 _PROMPT_HEAD = 512
 _rr = itertools.count()
@@ -38,7 +38,8 @@ def ring_owner(key: str, names: Sequence[str]) -> str:
 
 
 def _by_load(names: Sequence[str], load: Mapping[str, int]) -> list[str]:
-    return sorted(names, key=lambda n: load.get(n, 0))
+    # Ties broken at random: sequential traffic must not all land on the first instance.
+    return sorted(names, key=lambda n: (load.get(n, 0), random.random()))
 
 
 def choose(
@@ -93,4 +94,6 @@ def affinity_key(model: str, body: Mapping[str, Any]) -> str | None:
         parts.append(body["prompt"][:_PROMPT_HEAD])
     else:
         return None
-    return "\x1f".join(parts)[:_PREFIX_CHARS]
+    # Whole parts, not a fixed-length head: a long system prompt shared by many conversations
+    # must not hide the first user turn that tells them apart.
+    return "\x1f".join(parts)

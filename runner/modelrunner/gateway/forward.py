@@ -92,6 +92,7 @@ class Forwarder:
         deadline = incoming.arrived + self.settings.hold_timeout
         tried: set[str] = set()
         busy: tuple[int, list[tuple[bytes, bytes]], bytes] | None = None
+        busy_from = ""
         waited = 0.0
         attempts = 0
         cap = self.settings.instance_concurrency
@@ -100,7 +101,7 @@ class Forwarder:
             fresh = [i for i in healthy if i.name not in tried]
             if not fresh and busy is not None and healthy:
                 status, headers, body = busy  # every instance said 503: that is the answer
-                await send(start_message(status, headers, "-"))
+                await send(start_message(status, headers, busy_from))
                 await send({"type": "http.response.body", "body": body, "more_body": False})
                 return
             remaining = deadline - loop.time()
@@ -143,7 +144,7 @@ class Forwarder:
                 if failure.eject:
                     self.health.eject(instance.url, failure.kind)
                 if failure.busy is not None:
-                    busy = failure.busy
+                    busy, busy_from = failure.busy, instance.name
                 tried.add(instance.name)
                 if attempts >= MAX_ATTEMPTS:
                     response = error_for(incoming.path, 502, f"instances failed: {failure.kind}")
