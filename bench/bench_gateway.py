@@ -84,6 +84,19 @@ async def overhead_level(client: httpx.AsyncClient, n: int, tag: str, tokens: in
     return Workload(list(turns), time.perf_counter() - start)
 
 
+async def round_trips(
+    direct: httpx.AsyncClient, via: httpx.AsyncClient, n: int
+) -> tuple[list[float], list[float]]:
+    """``POST /api/show`` (no inference: what the gateway itself adds to a request), alternating."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(n):
+        for side, client in enumerate((direct, via)):
+            start = time.perf_counter()
+            (await client.post("/api/show", json={"model": MODEL})).raise_for_status()
+            times[side].append((time.perf_counter() - start) * 1000)
+    return times
+
+
 # ---------------------------------------------------------------------------- conversations
 def document(seed: str, words: int) -> str:
     rng = random.Random(seed)
@@ -195,7 +208,8 @@ async def run(args: argparse.Namespace) -> str:
         async with httpx.AsyncClient(base_url=url, timeout=600) as via, \
                 httpx.AsyncClient(base_url=urls[0], timeout=600) as direct:  # fmt: skip
             await wait_ready(via, "/api/version", gw_proc)
-            for r in range(args.runs):
+            trips = await round_trips(direct, via, args.round_trips)
+            for r in range(args.overhead_runs):
                 for n in (1, 4):
                     for name, client in (("direct", direct), ("gateway", via)):
                         w = await overhead_level(client, n, f"o{r}{name}{n}", args.tokens)
@@ -218,7 +232,11 @@ async def run(args: argparse.Namespace) -> str:
                           f"p95 {w.p(0.95):5.0f} ms, cached {w.cached / max(w.prompt, 1):.0%}", flush=True)  # fmt: skip
     finally:
         stack.close()
-    return report(args, over, conv, setting, loads, threads)
+    return report(args, over, conv, setting, loads, threads, trips)
+
+
+def q95(values: list[float]) -> float:
+    return sorted(values)[int(0.95 * len(values))]
 
 
 def _mmm(values: list[float], fmt: str = "{:.1f}") -> str:
@@ -227,13 +245,14 @@ def _mmm(values: list[float], fmt: str = "{:.1f}") -> str:
 
 def report(args: argparse.Namespace, over: dict[tuple[str, int], list[Workload]],
            conv: dict[tuple[int, str], list[Workload]], setting: str, loads: list[float],
-           threads: int) -> str:  # fmt: skip
+           threads: int, trips: tuple[list[float], list[float]]) -> str:  # fmt: skip
     lines = [
         "## Gateway (issue 16): overhead, and prefix affinity vs round-robin",
         "",
         f"{setting}; load average during the run {min(loads):.1f}–{max(loads):.1f}. The machine is "
         "shared with other work (2 cores), so absolute figures move between runs; ratios compare "
-        f"sides measured alternately in the same run. `bench/bench_gateway.py`, {args.runs} runs, "
+        f"sides measured alternately in the same run. `bench/bench_gateway.py`, {args.overhead_runs} "
+        f"overhead runs and {args.runs} chat runs, "
         f"Gemma 3 270M Q4_K_M, runners with 4 slots of {args.ctx} tokens and {threads} thread(s) "
         "each, median (min–max) over runs.",
         "",
@@ -243,6 +262,7 @@ def report(args: argparse.Namespace, over: dict[tuple[str, int], list[Workload]]
         "| streams | direct tok/s | via gateway tok/s | ratio | TTFT direct ms | TTFT via gateway ms | added ms |",
         "|---|---|---|---|---|---|---|",
     ]
+    direct_ms, via_ms = trips
     for n in (1, 4):
         d, g = over[("direct", n)], over[("gateway", n)]
         ratios = [b.rate / a.rate for a, b in zip(d, g, strict=True)]
@@ -252,6 +272,15 @@ def report(args: argparse.Namespace, over: dict[tuple[str, int], list[Workload]]
         lines.append(f"| {n} | {_mmm([w.rate for w in d])} | {_mmm([w.rate for w in g])} | "
                      f"{_mmm(ratios, '{:.2f}')}x | {_mmm(td, '{:.0f}')} | {_mmm(tg, '{:.0f}')} | "
                      f"{_mmm(added, '{:+.0f}')} |")  # fmt: skip
+    lines += [
+        "",
+        f"Forwarding alone ({len(via_ms)} `POST /api/show` round trips each way, alternating, no "
+        f"inference): direct median {statistics.median(direct_ms):.2f} ms (p95 {q95(direct_ms):.2f}), "
+        f"via the gateway {statistics.median(via_ms):.2f} ms (p95 {q95(via_ms):.2f}): the gateway adds "
+        f"{statistics.median(via_ms) - statistics.median(direct_ms):.2f} ms at the median. The "
+        "inference rows above are dominated by the shared machine's noise; this row is what the "
+        "gateway itself costs a request.",
+    ]
     lines += [
         "",
         f"**Multi-turn chats** ({args.conversations} concurrent conversations × {args.turns} turns, "
@@ -289,6 +318,8 @@ def report(args: argparse.Namespace, over: dict[tuple[str, int], list[Workload]]
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--overhead-runs", type=int, default=4)
+    parser.add_argument("--round-trips", type=int, default=200)
     parser.add_argument("--tokens", type=int, default=48, help="tokens per overhead stream")
     parser.add_argument("--replicas", type=lambda s: [int(x) for x in s.split(",")], default=[2, 4])
     # Odd, so that round-robin cannot line a conversation up with one replica by accident.
