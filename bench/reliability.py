@@ -90,7 +90,7 @@ def part_fuzz(args: argparse.Namespace, work: Path, tiny: Path) -> bool:
         "fuzz",
         f"""## Fuzzing every route
 
-{machine()}. `tests/support/fuzz.py`, seed {args.seed}: {len(all_routes)} routes (every method
+{args.started}. `tests/support/fuzz.py`, seed {args.seed}: {len(all_routes)} routes (every method
 and path the app declares, all dialects and prefixes), each mutated from a valid body: fields
 dropped or of the wrong type, NaN/Infinity and numbers past float range, long strings, nesting up
 to and past the limit, unknown fields, malformed JSON, odd content types, headers, path
@@ -137,7 +137,7 @@ def part_crash(args: argparse.Namespace, work: Path, tiny: Path) -> bool:
         "crash",
         f"""## kill -9 during store operations
 
-{machine()}. `tests/support/crash.py`: a runner process is SIGKILLed at a random moment of an
+{args.started}. `tests/support/crash.py`: a runner process is SIGKILLed at a random moment of an
 operation, restarted on the same store, and checked: every blob file matches its digest, every
 manifest names blobs that exist, the listing equals the manifests and each listed model shows;
 after a kill during a pull, the pull runs again and must complete without fetching more than
@@ -168,7 +168,7 @@ def part_disk(args: argparse.Namespace, work: Path, tiny: Path) -> bool:
         "disk",
         f"""## Full disk
 
-{machine()}. `tests/reliability/test_disk_full.py`: the store on an 8 MiB tmpfs filled to
+{args.started}. `tests/reliability/test_disk_full.py`: the store on an 8 MiB tmpfs filled to
 256 KiB free, then five operations that need more: an Ollama pull (2 MiB blob), a DMR pull of
 the same model, `/api/create` with a 512 KiB system prompt, a 1 MiB blob upload and a DMR
 `/models/load` archive. Each must answer a clean "no space left" error in its dialect (507, or
@@ -195,7 +195,7 @@ def part_soak(args: argparse.Namespace, work: Path, tiny: Path) -> bool:
         "soak",
         f"""## Soak
 
-{machine()}. `tests/support/soak.py`: {args.soak_clients} concurrent clients for
+{args.started}. `tests/support/soak.py`: {args.soak_clients} concurrent clients for
 {result.seconds / 60:.1f} minutes against one runner process (tiny model, 4 slots), requests
 drawn from every dialect (Ollama generate/chat/embed, OpenAI chat stream/completions/embeddings/
 Responses stream, Anthropic messages stream/count_tokens, DMR engine chat and model list),
@@ -219,7 +219,7 @@ def part_rbac(args: argparse.Namespace, work: Path, tiny: Path) -> bool:
         "rbac",
         f"""## Operator RBAC
 
-{machine()}. `tests/e2e/test_rbac.py`: the chart's rendered rules equal the {len(needs())}
+{args.started}. `tests/e2e/test_rbac.py`: the chart's rendered rules equal the {len(needs())}
 (resource, verb) pairs over {len(NEEDS)} resources that the operator's code calls (each entry
 names its call site; every kind the operator writes must have one). With the chart installed on
 the local cluster, `kubectl auth can-i --as=system:serviceaccount:NS:SA` allows each of them,
@@ -256,7 +256,7 @@ def part_chaos(args: argparse.Namespace, work: Path, tiny: Path) -> bool:
         "chaos",
         f"""## Operator chaos
 
-{machine()}. `tests/support/chaos.py` on a private cluster (`hack/cluster.sh up` in its own
+{args.started}. `tests/support/chaos.py` on a private cluster (`hack/cluster.sh up` in its own
 directory and ports, no real node; the shared cluster is never touched): an operator process,
 one external-mode ModelRunner backed by a runner process on loopback, a local registry with two
 tiny models. Each round makes 1-3 changes (create a Model, flip its source between the two, or
@@ -297,6 +297,7 @@ def main() -> int:
     failed = []
     for name in args.only or list(PARTS):
         print(f"== {name}", flush=True)
+        args.started = machine()  # the load when the part began, shown in its section
         with tempfile.TemporaryDirectory(prefix=f"reliability-{name}-") as folder:
             work = Path(folder)
             tiny = write_tiny_gguf(work / "tiny.gguf")
