@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +87,7 @@ def tag_index(tags: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def plan_present(
-    model: ModelView, tags: dict[str, str], needed_elsewhere: set[str]
+    model: ModelView, tags: dict[str, str], needed_elsewhere: Container[str]
 ) -> list[Action]:
     """Actions that make ``model`` served on an instance whose models are ``tags``.
 
@@ -114,7 +116,7 @@ def plan_present(
 
 
 def _plan_source(
-    model: ModelView, tags: dict[str, str], own: str, needed_elsewhere: set[str]
+    model: ModelView, tags: dict[str, str], own: str, needed_elsewhere: Container[str]
 ) -> list[Action]:
     source = str(model.spec["source"])
     wanted = canonical(source)
@@ -130,7 +132,9 @@ def _plan_source(
     return actions
 
 
-def plan_absent(model: ModelView, tags: dict[str, str], needed_elsewhere: set[str]) -> list[Action]:
+def plan_absent(
+    model: ModelView, tags: dict[str, str], needed_elsewhere: Container[str]
+) -> list[Action]:
     """Actions that remove ``model`` from an instance when the Model is deleted."""
     if model.spec.get("deletionPolicy") == "Retain":
         return []
@@ -146,18 +150,43 @@ def plan_absent(model: ModelView, tags: dict[str, str], needed_elsewhere: set[st
     return actions
 
 
+def references_of(name: str, spec: dict[str, Any]) -> list[str]:
+    """Canonical names one Model serves or pulls: its own, and its source or copy origin."""
+    out = [canonical(name)]
+    kind = ModelView(name, spec, {}).kind
+    if kind in ("source", "copyFrom"):
+        out.append(canonical(str(spec[kind])))
+    return out
+
+
 def references_in_use(models: list[ModelView], exclude: str) -> set[str]:
     """Canonical names that Models other than ``exclude`` serve or pull."""
     used: set[str] = set()
     for other in models:
-        if other.name == exclude:
-            continue
-        used.add(canonical(other.name))
-        if other.kind == "source":
-            used.add(canonical(str(other.spec["source"])))
-        if other.kind == "copyFrom":
-            used.add(canonical(str(other.spec["copyFrom"])))
+        if other.name != exclude:
+            used.update(references_of(other.name, other.spec))
     return used
+
+
+def reference_counts(models: Iterable[dict[str, Any]]) -> Counter[str]:
+    """How many Models (bodies) serve or pull each canonical name."""
+    counts: Counter[str] = Counter()
+    for body in models:
+        counts.update(references_of(body["metadata"]["name"], body.get("spec") or {}))
+    return counts
+
+
+@dataclass(frozen=True)
+class InUseElsewhere:
+    """``references_in_use`` for one Model without building the set: a name is in use elsewhere
+    when more Models reference it than the Model itself does (memory O(1) per reconcile, so a
+    thousand reconciles at once do not each hold a copy of the namespace)."""
+
+    counts: Counter[str]
+    own: tuple[str, ...]
+
+    def __contains__(self, ref: object) -> bool:
+        return self.counts.get(str(ref), 0) > self.own.count(str(ref))
 
 
 def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:

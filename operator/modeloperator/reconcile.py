@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +21,14 @@ from modeloperator.plan import (
     Copy,
     Create,
     Delete,
+    InUseElsewhere,
     ModelView,
     Pull,
     Wait,
     plan_absent,
     plan_present,
-    references_in_use,
+    reference_counts,
+    references_of,
     selects,
     spec_hash,
 )
@@ -33,6 +37,8 @@ from modeloperator.runnerclient import Progress, RunnerClient, RunnerError, Unre
 from modeloperator.runtime import desired_policy, same_policy, status_runtime
 from modeloperator.settings import OperatorSettings
 from modeloperator.status import human_size
+
+REFERENCES_TTL = 1.0
 
 
 class Catalog:
@@ -56,11 +62,29 @@ class Context:
     catalog: Catalog | None = None
     inventory: Inventory = field(init=False)
     resolver: Resolver = field(init=False)
+    _counts: dict[tuple[str, bool], tuple[float, Counter[str], set[str]]] = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
         self.inventory = Inventory(s.request_timeout, s.pull_timeout, s.runner_concurrency)
         self.resolver = Resolver(self.kube, s)
+        self._counts = {}
+
+    async def in_use_elsewhere(
+        self, namespace: str, model: dict[str, Any], live: bool = True
+    ) -> Container[str]:
+        """Names other Models of the namespace serve or pull (``live``: not being deleted),
+        counted once a second per namespace, not once per reconcile."""
+        key, now = (namespace, live), time.monotonic()
+        cached = self._counts.get(key)
+        if cached is None or now - cached[0] > REFERENCES_TTL:
+            models = await self.models(namespace)
+            chosen = [m for m in models if not (live and m["metadata"].get("deletionTimestamp"))]
+            cached = (now, reference_counts(chosen), {m["metadata"].get("uid") for m in chosen})
+            self._counts[key] = cached
+        counted = model["metadata"].get("uid") in cached[2]  # the count may predate it
+        own = references_of(model["metadata"]["name"], model.get("spec") or {})
+        return InUseElsewhere(cached[1], tuple(own) if counted else ())
 
     async def models(self, namespace: str) -> list[dict[str, Any]]:
         if self.catalog is not None:
@@ -117,10 +141,6 @@ async def instances_for(ctx: Context, model: dict[str, Any]) -> list[Instance]:
     for runner in await selected_runners(ctx, model):
         found += await ctx.resolver.instances(runner)
     return found
-
-
-def live_views(models: list[dict[str, Any]]) -> list[ModelView]:
-    return [model_view(m) for m in models if not m["metadata"].get("deletionTimestamp")]
 
 
 # -- Models ---------------------------------------------------------------------------------
@@ -207,7 +227,7 @@ async def converge_instance(
     ctx: Context,
     instance: Instance,
     view: ModelView,
-    needed: set[str],
+    needed: Container[str],
     progress: Progress,
     auth: str | None = None,
 ) -> InstanceResult:
@@ -272,7 +292,7 @@ async def reconcile_model(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     namespace, name = meta["namespace"], meta["name"]
     generation = int(meta.get("generation") or 0)
     view = model_view(body)
-    needed = references_in_use(live_views(await ctx.models(namespace)), exclude=name)
+    needed = await ctx.in_use_elsewhere(namespace, body)
     instances = await instances_for(ctx, body)
     progress = ProgressReporter(ctx, namespace, name)
     try:
@@ -353,7 +373,7 @@ async def remove_model(ctx: Context, body: dict[str, Any]) -> list[InstanceResul
     so the caller can keep the finalizer and retry."""
     view = model_view(body)
     namespace = body["metadata"]["namespace"]
-    needed = references_in_use([model_view(m) for m in await ctx.models(namespace)], view.name)
+    needed = await ctx.in_use_elsewhere(namespace, body, live=False)
     retain = view.spec.get("deletionPolicy") == "Retain"
 
     async def remove(instance: Instance) -> InstanceResult:

@@ -126,3 +126,24 @@ def test_runner_limits_reach_the_runner_as_env() -> None:
     env = {e["name"]: e["value"] for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODEL_RUNNER_MAX_LOADED_MODELS"] == "2"
     assert env["MODEL_RUNNER_MEMORY_BUDGET"] == "8GiB"
+
+
+def test_names_in_use_elsewhere_without_a_set_per_reconcile() -> None:
+    from modeloperator.plan import InUseElsewhere, reference_counts, references_of
+    from modeloperator.refs import canonical
+
+    def body(name: str, **spec: Any) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "spec": spec}
+
+    models = [body("a", source="reg/x:1"), body("b", source="reg/x:1"), body("c", copyFrom="a"),
+              body("d", modelfile="FROM a")]  # fmt: skip
+    counts = reference_counts(models)
+    for_a = InUseElsewhere(counts, tuple(references_of("a", {"source": "reg/x:1"})))
+    assert canonical("reg/x:1") in for_a  # b pulls it too
+    assert "registry.ollama.ai/library/a:latest" in for_a  # c copies a
+    for_b = InUseElsewhere(counts, tuple(references_of("b", {"source": "reg/x:1"})))
+    assert "registry.ollama.ai/library/b:latest" not in for_b
+    assert canonical("reg/y:1") not in for_b
+    alone = InUseElsewhere(reference_counts([body("a", source="reg/x:1")]),
+                           tuple(references_of("a", {"source": "reg/x:1"})))  # fmt: skip
+    assert canonical("reg/x:1") not in alone
