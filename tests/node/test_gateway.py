@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,9 @@ call("dmr-models", "http://model-runner:12434/models")
 
 
 def example(source: str) -> list[dict[str, Any]]:
-    """The example's objects; models from the cluster's registry and a short scale-down delay
-    (the only substitutions)."""
+    """The example's objects; models from the cluster's registry, a short scale-down delay, one
+    request per replica and small requests so that two on-demand pods fit the node (the only
+    substitutions)."""
     docs = [d for name in ("runners.yaml", "models.yaml", "gateway.yaml")
             for d in load_documents(EXAMPLE / name)]  # fmt: skip
     docs = copy.deepcopy(docs)
@@ -68,7 +70,10 @@ def example(source: str) -> list[dict[str, Any]]:
         if doc["kind"] == "Model":
             doc["spec"] = {"source": source, "insecure": True}
         if doc["kind"] == "ModelRunner" and doc["spec"].get("autoscaling"):
-            doc["spec"]["autoscaling"]["scaleDownDelaySeconds"] = DELAY
+            doc["spec"]["autoscaling"].update(
+                scaleDownDelaySeconds=DELAY, targetConcurrentRequests=1, maxReplicas=2
+            )
+            doc["spec"]["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}}
     return docs
 
 
@@ -154,7 +159,21 @@ def test_gateway_fronts_two_runners_and_scales_one_from_zero(
     # Idle again: back to zero after the delay, and the next first request wakes it again.
     url = f"http://{kubectl.json('get', 'service', 'model-runner', namespace=namespace)['spec']['clusterIP']}"
     cold += [cold_round(kubectl, namespace, url) for _ in range(ROUNDS)]
+
+    # A burst of three held requests at zero, one request per replica: straight to maxReplicas.
     wait_for(lambda: at_zero(kubectl, namespace), timeout=DELAY + 120,
+             message="on-demand at zero before the burst")  # fmt: skip
+    body = {"model": "smollm2-360m", "prompt": "hi", "stream": False, "options": {"num_predict": 4}}
+    with ThreadPoolExecutor(3) as pool:
+        replies = [pool.submit(httpx.post, f"{url}/api/generate", json=body, timeout=400)
+                   for _ in range(3)]  # fmt: skip
+        wait_for(lambda: autoscaling(kubectl, namespace).get("desiredReplicas") == 2, timeout=60,
+                 message="the autoscaler asked for maxReplicas under the burst")  # fmt: skip
+        statuses = [r.result().status_code for r in replies]
+    assert statuses == [200, 200, 200]
+    sts = kubectl.json("get", "statefulset", "on-demand", namespace=namespace)
+    assert sts["spec"]["replicas"] == 2
+    wait_for(lambda: at_zero(kubectl, namespace), timeout=DELAY + 180,
              message="on-demand back to zero when idle")  # fmt: skip
     operator_logs = kubectl("logs", f"deployment/{operator_release}", namespace=namespace).stdout
     assert "Forbidden" not in operator_logs, operator_logs[-3000:]
