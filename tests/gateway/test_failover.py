@@ -1,5 +1,6 @@
 """An instance SIGKILLed while it serves: every request that had not started streaming is retried
-on the other instance and succeeds; the dead one is ejected and later requests avoid it."""
+on the other instance and succeeds; the dead one is ejected, later requests avoid it, and once it
+is back it is probed, readmitted and used again."""
 
 from __future__ import annotations
 
@@ -69,5 +70,10 @@ def test_a_killed_instance_costs_no_request_that_had_not_started_streaming(
                 assert response.headers["x-model-runner-instance"] == b.url
             tags = client.get("/api/tags").json()["models"]
             assert [m["name"] for m in tags] == ["shared:latest"]
+            # Back on the same address (a restarted pod): probed, readmitted, used again.
+            a.start()
+            seen: set[str] = set()
+            wait_until(lambda: seen.add(client.post("/api/generate", json=short).headers[
+                "x-model-runner-instance"]) or a.url in seen, timeout=30, step=0.2)  # fmt: skip
     finally:
         gateway.stop()

@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
@@ -52,7 +53,11 @@ class Gateway:
         s = self.settings
         timeout = httpx.Timeout(connect=s.connect_timeout, read=None, write=60.0, pool=None)
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
-        self.client = httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+        # No Nagle: a request's headers and body go out as separate writes, and waiting for the
+        # runner's delayed ACK between them would add ~40 ms to every forwarded request.
+        nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+        transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=nodelay)
+        self.client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False)
         self.health = Health(self.client, s.probe_interval, self.routes.changed)
         self.upstream = Upstream(self.client, s.backend_token_file, self.access.strips_auth)
         self.forwarder = Forwarder(s, self.routes, self.health, self.upstream, self.metrics)
