@@ -16,6 +16,7 @@ import argparse
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -294,6 +295,8 @@ def main() -> int:
     parser.add_argument("--soak-clients", type=int, default=6)
     parser.add_argument("--chaos-rounds", type=int, default=20)
     args = parser.parse_args()
+    # SIGTERM unwinds like an exception, so a private cluster and runner processes are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     failed = []
     for name in args.only or list(PARTS):
         print(f"== {name}", flush=True)

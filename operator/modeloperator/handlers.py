@@ -10,6 +10,7 @@ from typing import Any
 import kopf
 
 from modeloperator import GROUP, VERSION
+from modeloperator.discovery import wait_for_resources
 from modeloperator.drift import sweep
 from modeloperator.gateway_handlers import register_gateways
 from modeloperator.kube import Kube, api_client
@@ -39,7 +40,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
-        memo["state"] = State(Context(Kube(await api_client()), operator_settings), announce)
+        api = await api_client()
+        await wait_for_resources(api)  # kopf resolves what it serves once, right after this
+        memo["state"] = State(Context(Kube(api), operator_settings), announce)
 
     operator_settings = settings
 
@@ -70,7 +73,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def model_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kw: Any) -> None:
         state = _state(memo, kw)
         async with state.locks.hold(body["metadata"]["uid"]):
-            status = await reconcile_model(state.ctx, dict(body))
+            status = await reconcile_model(state.ctx, state.with_last(dict(body)))
         changed = state.to_write(dict(body), status)
         if changed:
             announce(body, status)

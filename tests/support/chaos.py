@@ -46,6 +46,7 @@ class PrivateCluster:
         self.env.pop("KUBECONFIG", None)
         self.kubeconfig = str(directory / "kubeconfig")
         self.kubectl = Kubectl(self.kubeconfig)
+        self.children: dict[str, subprocess.Popen[bytes]] = {}  # components restarted here
 
     def _script(self, command: str) -> None:
         subprocess.run([str(ROOT / "hack" / "cluster.sh"), command], env=self.env, check=True,
@@ -64,6 +65,8 @@ class PrivateCluster:
         pid = int(pid_file.read_text())
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
         os.kill(pid, signal.SIGKILL)
+        if component in self.children:  # our own child from an earlier restart: reap it
+            self.children.pop(component).wait(timeout=30)
         for _ in range(100):
             if not Path(f"/proc/{pid}").exists() or _zombie(pid):
                 break
@@ -71,6 +74,7 @@ class PrivateCluster:
         with (self.directory / "logs" / f"{component}.log").open("ab") as log:
             process = subprocess.Popen([a.decode() for a in argv], stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.children[component] = process
         pid_file.write_text(str(process.pid))
         self.wait_ready()
 
