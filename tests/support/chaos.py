@@ -71,18 +71,28 @@ class PrivateCluster:
             if not Path(f"/proc/{pid}").exists() or _zombie(pid):
                 break
             time.sleep(0.05)
-        with (self.directory / "logs" / f"{component}.log").open("ab") as log:
-            process = subprocess.Popen([a.decode() for a in argv], stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-        self.children[component] = process
-        pid_file.write_text(str(process.pid))
-        self.wait_ready()
+        log = self.directory / "logs" / f"{component}.log"
+        for attempt in range(2):  # once more if it does not come up (seen once under load)
+            with log.open("ab") as out:
+                process = subprocess.Popen([a.decode() for a in argv], stdout=out,
+                                           stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            self.children[component] = process
+            pid_file.write_text(str(process.pid))
+            try:
+                self.wait_ready(timeout=60 * (attempt + 1))
+                return
+            except RuntimeError:
+                process.kill()
+                process.wait(timeout=30)
+        tail = log.read_text(errors="replace")[-1500:]
+        raise RuntimeError(f"{component} did not come back after a restart:\n{tail}")
 
     def wait_ready(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode == 0:
-                return
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                if self.kubectl("get", "--raw", "/readyz", check=False, timeout=10).returncode == 0:
+                    return
             time.sleep(0.3)
         raise RuntimeError("the private cluster's API server did not come back")
 
@@ -232,9 +242,13 @@ class Chaos:
             needed += 1
         kind = DISRUPTIONS[index % len(DISRUPTIONS)]
         time.sleep(self.rng.uniform(0, 1.5))
-        self._disrupt(kind)
+        problems: list[str] = []
+        try:
+            self._disrupt(kind)
+        except RuntimeError as exc:  # reported, and the round still has to converge
+            problems.append(str(exc)[:600])
         started = time.monotonic()
-        problems = self._converge(timeout=180)
+        problems += self._converge(timeout=180)
         self.result.converge_seconds.append(time.monotonic() - started)
         pulls = self._pulls() - before
         # Each change may pull once; an interrupted pull (operator or runner gone) once more.
