@@ -152,3 +152,31 @@ def test_active_requests_and_queue_depth(gated: tuple[httpx.Client, GatedEngine]
     assert value(done, "modelrunner_queue_depth", model=MODEL) == 0
     assert value(done, "modelrunner_active_requests", model=MODEL) == 0
     assert value(done, "modelrunner_requests_total", model=MODEL, api="openai", kind="chat") == 2
+
+
+def test_a_model_loaded_for_generation_and_embeddings_sums_its_gauges(
+    gated: tuple[httpx.Client, GatedEngine],
+) -> None:
+    """The generation and the embedding instance of one model share its label: the gauges add
+    up both (each used to overwrite the other, hiding a running generation)."""
+    client, engine = gated
+    assert client.post("/api/generate", json={"model": "tiny", "prompt": "hi"}).status_code == 200
+    assert client.post("/api/embed", json={"model": "tiny", "input": "hi"}).status_code == 200
+    loaded = scrape(client)
+    assert value(loaded, "modelrunner_loaded_models") == 2
+    slots = value(loaded, "modelrunner_slots", model=MODEL)
+    engine.hold()
+    body = {"model": "tiny", "prompt": "hi", "stream": False}
+    thread = threading.Thread(target=lambda: client.post("/api/generate", json=body), daemon=True)
+    thread.start()
+    running = wait_for(
+        lambda: (
+            (s := scrape(client))
+            and value(s, "modelrunner_active_requests", model=MODEL) == 1
+            and s
+        ),
+        timeout=10,
+    )
+    assert value(running, "modelrunner_slots", model=MODEL) == slots > 1
+    engine.release()
+    thread.join(30)

@@ -20,10 +20,18 @@ async def metrics(request: Request) -> Response:
     registry.loaded_models.set(len(scheduler.runners))
     for gauge in (registry.queue_depth, registry.active, registry.slots):
         gauge.clear()  # unloaded models drop out
+    # A model loaded both for generation and for embeddings is two runners under one name:
+    # its gauges are their sums (setting each in turn would leave only the last one's).
+    totals: dict[str, list[int]] = {}
     for runner in scheduler.runners.values():
-        registry.queue_depth.labels(runner.name).set(runner.waiting)
-        registry.active.labels(runner.name).set(runner.active)
-        registry.slots.labels(runner.name).set(runner.model.slots)
+        sums = totals.setdefault(runner.name, [0, 0, 0])
+        sums[0] += runner.waiting
+        sums[1] += runner.active
+        sums[2] += runner.model.slots
+    for name, (waiting, active, slots) in totals.items():
+        registry.queue_depth.labels(name).set(waiting)
+        registry.active.labels(name).set(active)
+        registry.slots.labels(name).set(slots)
     load = serving_load(scheduler)
     registry.kv_cache_usage_model.clear()
     for name, usage in load.kv_by_model.items():
