@@ -73,7 +73,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     async def model_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kw: Any) -> None:
         state = _state(memo, kw)
         async with state.locks.hold(body["metadata"]["uid"]):
-            status = await reconcile_model(state.ctx, dict(body))
+            status = await reconcile_model(state.ctx, state.with_last(dict(body)))
         changed = state.to_write(dict(body), status)
         if changed:
             announce(body, status)

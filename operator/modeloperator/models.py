@@ -59,6 +59,13 @@ class State:
             self.last[uid] = text
         return changed
 
+    def with_last(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` with the status we last wrote for it: an event or the index may not show
+        that write yet, and planning from the older status would redo its work (a Modelfile
+        without its appliedHash is created again)."""
+        written = self.last.get(body["metadata"]["uid"])
+        return body if written is None else dict(body, status=json.loads(written))
+
     def forget(self, uid: str) -> None:
         self.last.pop(uid, None)
 
@@ -78,6 +85,7 @@ class State:
             latest = self.current(body)
             if latest is None or latest["metadata"].get("deletionTimestamp"):
                 return
+            latest = self.with_last(latest)
             status = await reconcile_model(self.ctx, latest)
             await self.write(latest, status)
 

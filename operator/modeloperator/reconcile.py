@@ -62,7 +62,9 @@ class Context:
     catalog: Catalog | None = None
     inventory: Inventory = field(init=False)
     resolver: Resolver = field(init=False)
-    _counts: dict[tuple[str, bool], tuple[float, Counter[str], set[str]]] = field(init=False)
+    _counts: dict[tuple[str, bool], tuple[float, Counter[str], dict[str, list[str]]]] = field(
+        init=False
+    )
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -80,11 +82,17 @@ class Context:
         if cached is None or now - cached[0] > REFERENCES_TTL:
             models = await self.models(namespace)
             chosen = [m for m in models if not (live and m["metadata"].get("deletionTimestamp"))]
-            cached = (now, reference_counts(chosen), {m["metadata"].get("uid") for m in chosen})
+            counted = {
+                str(m["metadata"].get("uid")): references_of(
+                    m["metadata"]["name"], m.get("spec") or {}
+                )
+                for m in chosen
+            }
+            cached = (now, reference_counts(chosen), counted)
             self._counts[key] = cached
-        counted = model["metadata"].get("uid") in cached[2]  # the count may predate it
-        own = references_of(model["metadata"]["name"], model.get("spec") or {})
-        return InUseElsewhere(cached[1], tuple(own) if counted else ())
+        # What the count holds for this Model (its spec then, or nothing if it predates it).
+        own = cached[2].get(str(model["metadata"].get("uid")), [])
+        return InUseElsewhere(cached[1], tuple(own))
 
     async def models(self, namespace: str) -> list[dict[str, Any]]:
         if self.catalog is not None:
