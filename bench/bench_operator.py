@@ -262,6 +262,7 @@ async def measure(args: argparse.Namespace, kubeconfig: str, work: Path) -> dict
     api_client = client.ApiClient()
     custom, core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
     namespace = f"bench-op-{uuid.uuid4().hex[:6]}"
+    at_start = machine()
     tree = Path(args.tree)  # made absolute by main()
     gguf = write_tiny_gguf(work / "base.gguf")
     runners = [Runner(tree, work, i) for i in range(args.instances)]
@@ -328,7 +329,7 @@ async def measure(args: argparse.Namespace, kubeconfig: str, work: Path) -> dict
             "label": args.label,
             "models": args.models,
             "instances": args.instances,
-            "machine": machine(),
+            "machine": at_start,
             "created_s": round(created_s, 1),
             "ready_s": round(ready_s, 1),
             "latency_p50_s": round(pct(latencies, 0.5), 2),
