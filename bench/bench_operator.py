@@ -375,7 +375,7 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], object]]] = [
 ]  # fmt: skip
 
 
-def report(paths: list[str]) -> str:
+def report(paths: list[str], notes_file: str | None = None) -> str:
     results = [json.loads(Path(p).read_text()) for p in paths]
     head = "| | " + " | ".join(f"{r['label']}" for r in results) + " |"
     lines = [head, "|---" * (len(results) + 1) + "|"]
@@ -383,16 +383,20 @@ def report(paths: list[str]) -> str:
         lines.append(f"| {title} | " + " | ".join(str(cell(r)) for r in results) + " |")
     runs = "\n".join(f"- {r['label']}, {r['models']} x {r['instances']}: {r['machine']}"
                      for r in results)  # fmt: skip
+    notes = Path(notes_file).read_text() if notes_file else ""
     return (
         "## Operator at scale (issue 17)\n\n"
         "`bench/bench_operator.py`: N Models (Modelfile creates `FROM base`) over K runner "
         "processes on loopback managed as external ModelRunners, real API server, the operator as "
-        "a process with default settings. One run each on a shared 2-core machine (other "
-        "sessions' builds and tests ran at the same time), so single figures, not medians.\n\n"
+        "a process with default settings (`before`: the code at the commit named, with its 30 s "
+        "timers). One run each on a shared 2-core machine (other sessions' builds and tests, and "
+        "some of this session's own cluster tests, ran at the same time; load average 9-15), so "
+        "single figures, not medians; the commit of each run is in its column.\n\n"
         + "\n".join(lines)
         + "\n\nRuns:\n"
         + runs
         + "\n"
+        + notes
     )
 
 
@@ -408,6 +412,7 @@ def main() -> int:
     parser.add_argument("--label", default="current")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     parser.add_argument("--report", nargs="+", default=None, help="results to write up")
+    parser.add_argument("--notes", default=None, help="with --report: text to add after it")
     parser.add_argument(
         "--trace", default=None, help="run the operator under tracemalloc; its top lines here"
     )
@@ -416,7 +421,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.tree = str(Path(args.tree).resolve())
     if args.report:
-        write_section("operator", report(args.report))
+        write_section("operator", report(args.report, args.notes))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp, cluster() as kubeconfig:
         crds = ROOT / "crds"
