@@ -346,14 +346,21 @@ async def measure(args: argparse.Namespace, kubeconfig: str, work: Path) -> dict
         }
     finally:
         if operator is not None:
+            with contextlib.suppress(Exception):  # its timers keep a finalizer on each runner
+                await custom.delete_collection_namespaced_custom_object(
+                    GROUP, VERSION, namespace, "modelrunners"
+                )
+                await asyncio.sleep(5)
             operator.stop()
-        with contextlib.suppress(Exception):  # a run cut short: nobody left to remove these
-            left = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "models")
-            for item in left["items"]:
-                await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
-                    GROUP, VERSION, namespace, "models", item["metadata"]["name"],
-                    {"metadata": {"finalizers": None}}, _content_type="application/merge-patch+json",
-                )  # fmt: skip
+        for plural in ("models", "modelrunners"):
+            with contextlib.suppress(Exception):  # a run cut short: nobody left to remove these
+                left = await custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+                for item in left["items"]:
+                    await custom.patch_namespaced_custom_object(  # type: ignore[call-arg]
+                        GROUP, VERSION, namespace, plural, item["metadata"]["name"],
+                        {"metadata": {"finalizers": None}},
+                        _content_type="application/merge-patch+json",
+                    )  # fmt: skip
         with contextlib.suppress(Exception):
             await core.delete_namespace(namespace)
         for runner in runners:
