@@ -147,3 +147,21 @@ def test_names_in_use_elsewhere_without_a_set_per_reconcile() -> None:
     alone = InUseElsewhere(reference_counts([body("a", source="reg/x:1")]),
                            tuple(references_of("a", {"source": "reg/x:1"})))  # fmt: skip
     assert canonical("reg/x:1") not in alone
+
+
+def test_a_status_is_written_and_announced_once() -> None:
+    from modeloperator.kube import Kube
+    from modeloperator.models import State
+    from modeloperator.reconcile import Context
+    from modeloperator.settings import OperatorSettings
+
+    state = State(Context(Kube(None), OperatorSettings()), lambda body, status: None)  # type: ignore[arg-type]
+    body = {"metadata": {"uid": "u1", "name": "m"}, "status": {"phase": "Pending"}}
+    status = {"phase": "Ready", "appliedHash": "h1"}
+    assert state.to_write(body, status) == {"phase": "Ready", "appliedHash": "h1"}
+    # The index still shows the old status: the same result is not written (or announced) again,
+    # and the next reconcile plans from what was written (a Modelfile is not created twice).
+    assert state.to_write(body, status) == {}
+    assert state.with_last(body)["status"] == status
+    state.forget("u1")
+    assert state.with_last(body) is body
