@@ -45,8 +45,13 @@ class BlobWriter:
         return digest
 
 
+_SMALL_BLOB = 64 << 10  # blobs up to this size are kept in memory once read
+_SMALL_MAX = 8192  # entries (at most 512 MiB; in practice a few KB each)
+
+
 class BlobStore:
     def __init__(self, root: Path) -> None:
+        self._small: dict[str, tuple[tuple[int, int], bytes]] = {}
         self.root = root / "blobs"
         self.root.mkdir(parents=True, exist_ok=True)
 
@@ -63,10 +68,24 @@ class BlobStore:
             raise BlobNotFound(parse_digest(digest)) from None
 
     def read(self, digest: str) -> bytes:
+        """A blob's bytes (meant for small ones: configs, templates, parameters). Small blobs
+        are kept in memory while their file is there unchanged: content-addressed, they never
+        change, and every model listing reads each model's few."""
+        path = self.path(digest)
         try:
-            return self.path(digest).read_bytes()
+            stat = path.stat()
+            stamp = (stat.st_ino, stat.st_size)
+            cached = self._small.get(digest)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            data = path.read_bytes()
         except FileNotFoundError:
             raise BlobNotFound(parse_digest(digest)) from None
+        if len(data) <= _SMALL_BLOB:
+            if len(self._small) >= _SMALL_MAX:
+                self._small.clear()
+            self._small[digest] = (stamp, data)
+        return data
 
     @contextlib.contextmanager
     def writer(self, expected: str | None = None) -> Iterator[BlobWriter]:
@@ -99,6 +118,7 @@ class BlobStore:
         return "sha256:" + h.hexdigest() == parse_digest(digest)
 
     def delete(self, digest: str) -> None:
+        self._small.pop(digest, None)
         with contextlib.suppress(FileNotFoundError):
             self.path(digest).unlink()
 

@@ -130,10 +130,14 @@ class Manifest:
         return cls.parse(json.dumps(body, separators=(",", ":")).encode())
 
 
+_PARSED_MAX = 16384  # manifests kept parsed (a few KB each)
+
+
 class ManifestStore:
     def __init__(self, root: Path) -> None:
         self.root = root / "manifests"
         self.root.mkdir(parents=True, exist_ok=True)
+        self._parsed: dict[Path, tuple[tuple[int, int, int], Manifest, datetime]] = {}
 
     def path(self, name: ModelName) -> Path:
         # Every part of a ModelName is validated against a grammar without "/" or "..".
@@ -156,10 +160,21 @@ class ManifestStore:
         return ModelName(*found)
 
     def read(self, name: ModelName) -> tuple[Manifest, datetime]:
+        """The manifest and when it was written. Parsed manifests are kept while their file is
+        unchanged (a write is a rename, so a new inode): listing a store of a thousand models
+        must not read and parse a thousand files every time."""
         path = self.path(name)
-        raw = path.read_bytes()
-        mtime = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
-        return Manifest.parse(raw), mtime
+        stat = path.stat()
+        stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self._parsed.get(path)
+        if cached is not None and cached[0] == stamp:
+            return cached[1], cached[2]
+        manifest = Manifest.parse(path.read_bytes())
+        mtime = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
+        if len(self._parsed) >= _PARSED_MAX:
+            self._parsed.clear()
+        self._parsed[path] = (stamp, manifest, mtime)
+        return manifest, mtime
 
     def write(self, name: ModelName, manifest: Manifest) -> None:
         write_atomic(self.path(name), manifest.raw)

@@ -235,9 +235,12 @@ class ModelStore:
         return used
 
     def _collect(self, candidates_: Iterable[str]) -> list[str]:
+        candidates = list(dict.fromkeys(candidates_))
+        if not candidates:  # nothing to free (a copy or a new name): no need to read every manifest
+            return []
         used = self._referenced()
         removed = []
-        for digest in dict.fromkeys(candidates_):
+        for digest in candidates:
             if digest not in used and self._pins[digest] <= 0:
                 self.blobs.delete(digest)
                 removed.append(digest)
