@@ -302,6 +302,11 @@ async def reconcile_model(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     view = model_view(body)
     needed = await ctx.in_use_elsewhere(namespace, body)
     instances = await instances_for(ctx, body)
+    if not instances:
+        runners = await selected_runners(ctx, body)
+        if runners and all(scaled_to_zero(r) for r in runners):
+            asleep = [r["metadata"]["name"] for r in runners]
+            return model_status(view, [], generation, scaled_to_zero_by=asleep)
     progress = ProgressReporter(ctx, namespace, name)
     try:
         auth = await pull_auth(ctx, namespace, view)
@@ -316,11 +321,18 @@ async def reconcile_model(ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
     return model_status(view, results, generation, await details_of(ctx, view, results))
 
 
+def scaled_to_zero(runner: dict[str, Any]) -> bool:
+    """A runner its autoscaler has taken to zero replicas (it comes back on demand)."""
+    spec = runner.get("spec") or {}
+    return bool(spec.get("autoscaling")) and int(spec.get("replicas", 1)) == 0
+
+
 def model_status(
     view: ModelView,
     results: list[InstanceResult],
     generation: int,
     details: dict[str, Any] | None = None,
+    scaled_to_zero_by: list[str] | None = None,
 ) -> dict[str, Any]:
     states = {r.state for r in results}
     status: dict[str, Any] = {
@@ -328,7 +340,14 @@ def model_status(
         "runners": [r.to_status() for r in results],
         "progress": None,
     }
-    if not results:
+    if not results and scaled_to_zero_by:
+        # Declared and served on demand: the gateway holds its requests while the runner scales
+        # up, and the new pod opens only once this model is on it (the readiness gate). Ready,
+        # so GitOps health and `kubectl wait` do not read an idle runner as a stuck Model.
+        phase, reason = "Ready", "ScaledToZero"
+        message = f"{', '.join(sorted(scaled_to_zero_by))} scaled to zero; served on demand"
+        ready, reconciling, stalled = True, False, False
+    elif not results:
         phase, reason, message = (
             "Pending",
             "NoRunner",
@@ -372,7 +391,8 @@ def model_status(
     if ready:
         if view.kind == "source":
             status["source"] = view.spec["source"]
-        status["appliedHash"] = spec_hash(view.spec)
+        if not scaled_to_zero_by:  # applied to no instance yet
+            status["appliedHash"] = spec_hash(view.spec)
     return status
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from modeloperator.conditions import merge, summary
 from modeloperator.instances import Instance, pod_instances
 from modeloperator.plan import ModelView
-from modeloperator.reconcile import InstanceResult, model_status
+from modeloperator.reconcile import InstanceResult, model_status, scaled_to_zero
 from modeloperator.resources import (
     DEFAULT_REQUESTS,
     MODELS_READY,
@@ -154,6 +154,17 @@ def test_model_status_states() -> None:
     )
     assert next(c for c in failed["conditions"] if c["type"] == "Stalled")["status"] == "True"
     assert model_status(model, [], 3)["conditions"][0]["reason"] == "NoRunner"
+    asleep = model_status(model, [], 3, scaled_to_zero_by=["on-demand"])
+    assert asleep["phase"] == "Ready" and "appliedHash" not in asleep
+    ready_cond = next(c for c in asleep["conditions"] if c["type"] == "Ready")
+    assert ready_cond["status"] == "True"
+    assert "on-demand scaled to zero; served on demand" in ready_cond["message"]
+
+
+def test_scaled_to_zero_only_by_an_autoscaler() -> None:
+    assert scaled_to_zero({"spec": {"autoscaling": {"minReplicas": 0}, "replicas": 0}})
+    assert not scaled_to_zero({"spec": {"autoscaling": {"minReplicas": 0}, "replicas": 1}})
+    assert not scaled_to_zero({"spec": {"replicas": 0}})  # stopped by hand: not on demand
 
 
 def test_loopback_servers_get_no_endpoint_slice() -> None:
