@@ -96,7 +96,10 @@ def test_default_template_cluster_wide() -> None:
     # its gateways' Roles what it holds), Deployments, accounts, Roles and bindings; no delete.
     assert granted[("", "configmaps")] == {"get", "list", "watch", "create", "patch"}
     assert granted[("rbac.authorization.k8s.io", "roles")] == {"create", "patch"}
-    assert granted[("apps", "deployments")] == {"create", "patch"}  # test_rbac.py: exactly the code's calls
+    assert granted[("apps", "deployments")] == {
+        "create",
+        "patch",
+    }  # test_rbac.py: exactly the code's calls
     assert not any(r in ("clusterroles", "clusterrolebindings") for _, r in granted)
     assert not any("*" in rule["verbs"] or "*" in rule["resources"] for rule in rules)
     assert not any("delete" in verbs for verbs in granted.values())

@@ -268,10 +268,10 @@ def test_every_route_that_changes_state_is_management(tmp_path: Path) -> None:
                 )
                 assert access is expected, (method, template)
                 checked += 1
-            elif template in ("/engines/requests", "/logs"):  # other callers' prompts
-                assert access is Access.MANAGEMENT
-            elif template.startswith("/runner/policies"):  # runtime policies: operator only
-                assert access is Access.MANAGEMENT
+            elif template in ("/engines/requests", "/logs") or template.startswith(
+                "/runner/policies"
+            ):  # other callers' prompts; runtime policies (the operator's)
+                assert access is Access.MANAGEMENT, (method, template)
             else:
                 assert access in (Access.INFERENCE, Access.PUBLIC), (method, template)
     assert checked > 50
