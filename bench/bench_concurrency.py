@@ -385,8 +385,11 @@ MOVED = [
     "then spans every slot's cells); idle workers polling at 50: 0.98× / 1.02× / 0.93×, within "
     "the noise; flash attention off: 0.97× / 0.74× / 0.96×. Where Python time goes (py-spy, 8 "
     "streams over HTTP): the decode thread spends 98% of its samples in llama_decode, 1% "
-    "waking the event loop and 0.7% in argmax; the event loop (stop strings, JSON, HTTP) is "
-    "busy about 1% of the time.",
+    "waking the event loop (one self-pipe write per stream per token; now one per step, "
+    "batch_requests.Outbox) and 0.7% in argmax; the event loop (stop strings, JSON, HTTP) is "
+    "busy about 1% of the time. At 4 streams over HTTP the first tokens come later than in "
+    "process: requests reach the decode loop a few ms apart, and one that misses the first "
+    "step waits for it (a longer gathering window, 6 ms instead of 2, did not help).",
 ]
 
 
