@@ -97,7 +97,7 @@ def test_saturated_instances_serve_keys_round_robin(tmp_path: Path, pair: list[P
                             "--instance-concurrency", "1")  # fmt: skip
     done: list[str] = []
     body = {"model": "alpha", "prompt": "the", "raw": True, "stream": False,
-            "options": {"num_predict": 150, "temperature": 0}}  # fmt: skip
+            "options": {"num_predict": 400, "temperature": 0}}  # fmt: skip
 
     def ask(who: str) -> int:
         with httpx.Client(base_url=gateway.url, timeout=120) as http:
@@ -110,10 +110,15 @@ def test_saturated_instances_serve_keys_round_robin(tmp_path: Path, pair: list[P
     try:
         with ThreadPoolExecutor(5) as pool:
             hogs = [pool.submit(ask, "hog") for _ in range(4)]
-            wait_until(lambda: metric(gateway.url, "modelrunner_gateway_requests_queued") == 3)
+            # At least two hog requests wait behind the one running (on a loaded machine the
+            # first ones may finish before the last is queued: counted in ``before``).
+            wait_until(lambda: metric(gateway.url, "modelrunner_gateway_requests_queued") >= 2)
+            before = len(done)
             other = pool.submit(ask, "other")
             assert [f.result(timeout=120) for f in [*hogs, other]] == [200] * 5
-        assert done.index("other") <= 2, done  # served by turns, not after every hog request
+        # Served by turns: right after the hog running when it arrived (one more at most), not
+        # after every queued hog request, as first come, first served would have it.
+        assert done.index("other") <= before + 2, (before, done)
         assert metric(gateway.url, "modelrunner_gateway_requests_queued") == 0
     finally:
         gateway.stop()
