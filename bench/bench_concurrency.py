@@ -387,9 +387,10 @@ MOVED = [
     "streams over HTTP): the decode thread spends 98% of its samples in llama_decode, 1% "
     "waking the event loop (one self-pipe write per stream per token; now one per step, "
     "batch_requests.Outbox) and 0.7% in argmax; the event loop (stop strings, JSON, HTTP) is "
-    "busy about 1% of the time. At 4 streams over HTTP the first tokens come later than in "
-    "process: requests reach the decode loop a few ms apart, and one that misses the first "
-    "step waits for it (a longer gathering window, 6 ms instead of 2, did not help).",
+    "busy about 1% of the time. Over HTTP, the runner's sockets now have TCP_NODELAY: uvicorn "
+    "writes a response's head and body apart, and with Nagle on, a kept-alive connection waited "
+    "~40 ms for the client's delayed ACK (an earlier run of this table, before that fix: "
+    "1.08× / 1.04× / 0.97× over HTTP, first tokens at 4 streams 224 ms against 166).",
 ]
 
 
