@@ -100,7 +100,6 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.resume(*runners, registry=registry)
     @kopf.on.create(*runners, registry=registry)
     @kopf.on.update(*runners, field="spec", registry=registry)
-    @kopf.timer(*runners, interval=interval, initial_delay=interval, registry=registry)
     async def runner_changed(
         body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kw: Any
     ) -> None:
@@ -108,8 +107,17 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         async with state.locks.hold(body["metadata"]["uid"]):
             status = await reconcile_runner(state.ctx, dict(body))
         patch.status.update(changes(body.get("status"), status))
-        # Drift: each instance listed once, only the Models that differ reconciled; jittered so
-        # runners (and operator replicas) do not all list at the same moment.
+
+    # Drift: each instance listed once, only the Models that differ reconciled; jittered so
+    # runners (and operator replicas) do not all list at the same moment. Only on the timer: a
+    # change handler that slept here held back the runner's next change (kopf runs an object's
+    # change handlers one at a time), e.g. a replicas edit, for up to interval / 10.
+    @kopf.timer(*runners, interval=interval, initial_delay=interval, registry=registry)
+    async def runner_drift(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kw: Any) -> None:
+        state = _state(memo, kw)
+        async with state.locks.hold(body["metadata"]["uid"]):
+            status = await reconcile_runner(state.ctx, dict(body))
+        patch.status.update(changes(body.get("status"), status))
         await asyncio.sleep(random.uniform(0, interval / 10))
         await sweep(state.ctx, dict(body), state.refresh_model)
 

@@ -79,7 +79,9 @@ def test_a_new_replica_joins_only_with_its_models(
     closed = wait_for(
         lambda: (c := gate_of(kubectl, "model-runner-1", namespace)).get("status") == "False"
         and c.get("reason") == "RunnerUnreachable" and c,
-        timeout=30, message="the new replica's gate closed (kwok had set it True)",
+        timeout=30,
+        message=lambda: "the new replica's gate closed (kwok had set it True): "
+        f"{gate_of(kubectl, 'model-runner-1', namespace)}",
     )  # fmt: skip
     assert closed["message"]
     status = status_of(kubectl, "modelrunner", "model-runner", namespace)
