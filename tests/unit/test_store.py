@@ -10,6 +10,7 @@ from modelrunner.errors import BlobNotFound, DigestMismatch, InvalidDigest, Inva
 from modelrunner.names import Dialect, parse
 from modelrunner.store import media
 from modelrunner.store.create import CreateSpec, check_relative_path, create_model
+from modelrunner.store.manifests import untagged_name
 from modelrunner.store.models import ModelStore
 
 
@@ -74,6 +75,31 @@ def test_delete_keeps_blobs_other_models_use(store: ModelStore, base: str) -> No
     assert not store.blobs.exists(base)
     assert not store.blobs.exists(system_layer)
     assert not any((store.root / "manifests").iterdir())  # empty folders pruned
+
+
+def test_delete_keeps_blobs_hidden_or_oddly_named_manifests_use(
+    store: ModelStore, base: str
+) -> None:
+    """Blob collection reads manifest files, not names: a blob that an untagged model or a
+    manifest under a name that no longer parses uses is kept; temporary files are not
+    manifests."""
+    create_model(store, parse("tiny-sys"), CreateSpec(from_="tiny", system="Be brief."))
+    record = store.get("tiny-sys")
+    system_layer = record.manifest.layers_of(media.OLLAMA_SYSTEM)[0].digest
+    hidden = untagged_name(record.manifest.digest)
+    store.write_manifest(hidden, record.manifest)
+    store.delete(store.resolve("tiny-sys"))
+    assert store.blobs.exists(system_layer)  # the untagged copy still uses it
+    odd = store.root / "manifests/registry.ollama.ai/library/Not A Name!/latest"
+    odd.parent.mkdir(parents=True)
+    odd.write_bytes(record.manifest.raw)
+    store.delete(hidden)
+    assert store.blobs.exists(system_layer)  # the odd file still names it
+    assert parse("tiny") in store.manifests.names()
+    odd.unlink()
+    (odd.parent / ".tmp-latest").write_bytes(record.manifest.raw)  # a write in progress
+    store.delete(store.resolve("tiny"))
+    assert not store.blobs.exists(base)  # the temporary file names it too, but does not count
 
 
 def test_create_inherits_and_overrides(store: ModelStore, base: str) -> None:

@@ -49,14 +49,25 @@ _SMALL_BLOB = 64 << 10  # blobs up to this size are kept in memory once read
 _SMALL_MAX = 8192  # entries (at most 512 MiB; in practice a few KB each)
 
 
+_PATHS_MAX = 65536
+
+
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self._small: dict[str, tuple[tuple[int, int], bytes]] = {}
+        self._paths: dict[str, Path] = {}
         self.root = root / "blobs"
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
-        return self.root / blob_filename(digest)
+        # Remembered: a listing of a thousand models asks for six paths per model, and parsing
+        # the digest and building the Path was most of its time.
+        path = self._paths.get(digest)
+        if path is None:
+            if len(self._paths) >= _PATHS_MAX:
+                self._paths.clear()
+            path = self._paths[digest] = self.root / blob_filename(digest)
+        return path
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()

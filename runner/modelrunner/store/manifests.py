@@ -10,6 +10,7 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -137,11 +138,19 @@ class ManifestStore:
     def __init__(self, root: Path) -> None:
         self.root = root / "manifests"
         self.root.mkdir(parents=True, exist_ok=True)
-        self._parsed: dict[Path, tuple[tuple[int, int, int], Manifest, datetime]] = {}
+        self._parsed: dict[str, tuple[tuple[int, int, int], Manifest, datetime]] = {}
+        self._paths: dict[ModelName, Path] = {}
 
     def path(self, name: ModelName) -> Path:
         # Every part of a ModelName is validated against a grammar without "/" or "..".
-        return self.root / name.host / name.namespace / name.model / name.tag
+        path = self._paths.get(name)
+        if path is None:
+            if len(self._paths) >= _PARSED_MAX:
+                self._paths.clear()
+            path = self._paths[name] = (
+                self.root / name.host / name.namespace / name.model / name.tag
+            )
+        return path
 
     def find(self, name: ModelName) -> ModelName | None:
         """The stored spelling of ``name``, matching each part case-insensitively."""
@@ -160,16 +169,19 @@ class ManifestStore:
         return ModelName(*found)
 
     def read(self, name: ModelName) -> tuple[Manifest, datetime]:
-        """The manifest and when it was written. Parsed manifests are kept while their file is
-        unchanged (a write is a rename, so a new inode): listing a store of a thousand models
-        must not read and parse a thousand files every time."""
-        path = self.path(name)
-        stat = path.stat()
+        """The manifest and when it was written."""
+        path = str(self.path(name))
+        return self._read(path, os.stat(path))
+
+    def _read(self, path: str, stat: os.stat_result) -> tuple[Manifest, datetime]:
+        # Parsed manifests are kept while their file is unchanged (a write is a rename, so a new
+        # inode): listing a store of a thousand models must not parse a thousand files each time.
         stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         cached = self._parsed.get(path)
         if cached is not None and cached[0] == stamp:
             return cached[1], cached[2]
-        manifest = Manifest.parse(path.read_bytes())
+        with open(path, "rb") as handle:
+            manifest = Manifest.parse(handle.read())
         mtime = datetime.fromtimestamp(stat.st_mtime, tz=UTC)
         if len(self._parsed) >= _PARSED_MAX:
             self._parsed.clear()
@@ -192,20 +204,49 @@ class ManifestStore:
                 return
             folder = folder.parent
 
+    def referenced(self) -> set[str]:
+        """Every blob a manifest file uses, hidden names and names that no longer parse
+        included (a blob is kept when in doubt). Runs on every delete, so it works on plain
+        strings: on a thousand models, building a ModelName and a Path per file cost four times
+        the file system's own work."""
+        used: set[str] = set()
+        for _folder, entry in self._files():
+            with contextlib.suppress(Exception):
+                used.update(self._read(entry.path, entry.stat())[0].blobs())
+        return used
+
     def names(self, hidden: bool = False) -> list[ModelName]:
         """Every stored name; ``hidden`` adds the untagged models' hidden names."""
         out: list[ModelName] = []
-        for dirpath, _dirs, files in os.walk(self.root):
-            rel = Path(dirpath).relative_to(self.root).parts
-            if len(rel) != 3:
-                continue
-            for tag in files:
-                with contextlib.suppress(Exception):
-                    name = parse(f"{rel[0]}/{rel[1]}/{rel[2]}:{tag}")
-                    exact = (name.host, name.namespace, name.model, name.tag) == (*rel, tag)
-                    if exact and (hidden or not is_untagged(name)):
-                        out.append(name)
+        for folder, entry in self._files():
+            with contextlib.suppress(Exception):
+                name = parse(f"{folder}:{entry.name}")
+                exact = f"{name.host}/{name.namespace}/{name.model}" == folder
+                if exact and name.tag == entry.name and (hidden or not is_untagged(name)):
+                    out.append(name)
         return out
+
+    def _files(self) -> Iterator[tuple[str, os.DirEntry[str]]]:
+        """Each manifest file as ``host/namespace/model`` and its entry; temporary files (a
+        write in progress) are not manifests yet."""
+        root = str(self.root)
+        for host in _folders(root):
+            for namespace in _folders(host):
+                for model in _folders(namespace):
+                    files: list[os.DirEntry[str]] = []
+                    with contextlib.suppress(OSError), os.scandir(model) as entries:
+                        files = [e for e in entries if e.is_file(follow_symlinks=False)]
+                    for entry in files:
+                        if not entry.name.startswith("."):
+                            yield model[len(root) + 1 :], entry
+
+
+def _folders(parent: str) -> list[str]:
+    try:
+        with os.scandir(parent) as entries:
+            return [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _match_entry(folder: Path, part: str) -> str | None:

@@ -228,11 +228,7 @@ class ModelStore:
             return self._collect(manifest.blobs())
 
     def _referenced(self) -> set[str]:
-        used: set[str] = set()
-        for other in self.manifests.names(hidden=True):
-            with contextlib.suppress(Exception):
-                used.update(self.manifests.read(other)[0].blobs())
-        return used
+        return self.manifests.referenced()
 
     def _collect(self, candidates_: Iterable[str]) -> list[str]:
         candidates = list(dict.fromkeys(candidates_))
