@@ -4,7 +4,6 @@ itself as a subprocess (so it can be killed and restarted like in production).""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from modelrunner.app import create_app
 from modelrunner.settings import Settings
 from tests.conftest import upload_and_create
 from tests.support.cluster import KubeCluster, Kubectl
-from tests.support.processes import stop_process
+from tests.support.processes import ChildProcess
 from tests.support.registry import Registry, run_registry
 from tests.support.server import LiveServer, free_port
 from tests.support.tiny_model import write_tiny_gguf
@@ -107,10 +106,11 @@ def runner_process(tmp_path: Path) -> Iterator[RestartableRunner]:
     runner.stop()
 
 
-class Operator:
+class Operator(ChildProcess):
+    """The operator as a subprocess, which ``kill`` ends as a node loss would."""
+
     def __init__(self, kubeconfig: str, namespace: str, log: Path, env: dict[str, str]) -> None:
         self.kubeconfig, self.namespace, self.log, self.env = kubeconfig, namespace, log, env
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Operator:
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, MODELOPERATOR_RECONCILE_INTERVAL=INTERVAL,
@@ -122,17 +122,6 @@ class Operator:
             env=env, stdout=handle, stderr=subprocess.STDOUT,
         )  # fmt: skip
         return self
-
-    def kill(self) -> None:
-        """SIGKILL: no graceful shutdown, as when a node dies."""
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-            self.process = None
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=20)
-        self.process = None
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
