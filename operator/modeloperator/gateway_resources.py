@@ -8,19 +8,18 @@ service account that may read only that ConfigMap.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
+from modeloperator.podspec import finish_container, pod_security, with_default_requests
 from modeloperator.resources import (
     API_KEYS_DIR,
-    API_KEYS_KEY,
     DMR_PORT,
     LABEL_APP,
     LABEL_INSTANCE,
     LABEL_MANAGED,
     MANAGER,
     OLLAMA_PORT,
-    secret_ref,
+    api_keys_volume,
 )
 
 GATEWAY_APP = "model-gateway"
@@ -125,16 +124,6 @@ def gateway_service(name: str, namespace: str, spec: dict[str, Any]) -> dict[str
     }  # fmt: skip
 
 
-def _resources(given: dict[str, Any]) -> dict[str, Any]:
-    resources: dict[str, Any] = json.loads(json.dumps(given))
-    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
-    for key, value in DEFAULT_REQUESTS.items():
-        if key not in requests and key not in limits:
-            requests[key] = value
-    resources["requests"] = requests
-    return resources
-
-
 def deployment(
     name: str, namespace: str, spec: dict[str, Any], default_image: str,
     token_secrets: dict[str, tuple[str, str]],
@@ -156,12 +145,11 @@ def deployment(
         volumes.append({"name": volume, "secret": {"secretName": secret, "optional": True,
                                                    "items": [{"key": key, "path": "token"}]}})  # fmt: skip
         mounts.append({"name": volume, "mountPath": f"{TOKENS_DIR}/{runner}", "readOnly": True})
-    keys = secret_ref((spec.get("auth") or {}).get("apiKeysSecretRef"), API_KEYS_KEY)
+    keys = api_keys_volume(spec)
     if keys is not None:
         args += ["--api-keys-file", f"{API_KEYS_DIR}/keys"]
-        volumes.append({"name": "api-keys", "secret": {"secretName": keys[0],
-                                                       "items": [{"key": keys[1], "path": "keys"}]}})  # fmt: skip
-        mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
+        volumes.append(keys[0])
+        mounts.append(keys[1])
     # "/" is the gateway's own answer (no backend, no key): up means serving.
     probe = {"httpGet": {"path": "/", "port": "http"}, "timeoutSeconds": 5}
     container: dict[str, Any] = {
@@ -170,32 +158,19 @@ def deployment(
         "args": args,
         "ports": [{"name": "http", "containerPort": OLLAMA_PORT, "protocol": "TCP"}],
         "env": [{"name": "HOME", "value": "/tmp"}],
-        "resources": _resources(spec.get("resources") or {}),
+        "resources": with_default_requests(spec.get("resources") or {}, DEFAULT_REQUESTS),
         "volumeMounts": mounts,
         "readinessProbe": {**probe, "periodSeconds": 2, "failureThreshold": 3},
         "livenessProbe": {**probe, "periodSeconds": 10, "failureThreshold": 6},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
     }
-    if spec.get("imagePullPolicy"):
-        container["imagePullPolicy"] = spec["imagePullPolicy"]
     pod_spec: dict[str, Any] = {
         "serviceAccountName": workload_name(name),
         # The gateway reads its routing table through the API: it needs its token (and the
         # Role lets it read that one ConfigMap, nothing else).
         "automountServiceAccountToken": True,
-        "containers": [container],
+        "containers": [finish_container(container, spec)],
         "volumes": volumes,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "terminationGracePeriodSeconds": 30,
     }
     for key in ("nodeSelector", "tolerations"):

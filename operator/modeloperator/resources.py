@@ -9,6 +9,8 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from modeloperator.podspec import finish_container, pod_security, with_default_requests
+
 OLLAMA_PORT = 11434
 DMR_PORT = 12434
 STORE_PATH = "/models"
@@ -113,15 +115,23 @@ def _auth_mounts(
                                           "items": [{"key": key, "path": "token"}]}},
     ]  # fmt: skip
     mounts = [{"name": "management", "mountPath": MANAGEMENT_DIR, "readOnly": True}]
-    keys = secret_ref((spec.get("auth") or {}).get("apiKeysSecretRef"), API_KEYS_KEY)
+    keys = api_keys_volume(spec)
     if keys is not None:
         env.append({"name": "MODEL_RUNNER_API_KEYS_FILE", "value": f"{API_KEYS_DIR}/keys"})
-        volumes.append(
-            {"name": "api-keys", "secret": {"secretName": keys[0],
-                                            "items": [{"key": keys[1], "path": "keys"}]}}
-        )  # fmt: skip
-        mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
+        volumes.append(keys[0])
+        mounts.append(keys[1])
     return env, volumes, mounts
+
+
+def api_keys_volume(spec: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The volume and mount that put the Secret of ``auth.apiKeysSecretRef`` at
+    ``API_KEYS_DIR/keys`` (runner and gateway alike); None when the spec names none."""
+    keys = secret_ref((spec.get("auth") or {}).get("apiKeysSecretRef"), API_KEYS_KEY)
+    if keys is None:
+        return None
+    volume = {"name": "api-keys", "secret": {"secretName": keys[0],
+                                             "items": [{"key": keys[1], "path": "keys"}]}}  # fmt: skip
+    return volume, {"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True}
 
 
 def _ports(target: int | None = None) -> list[dict[str, Any]]:
@@ -195,16 +205,11 @@ def _gpu(spec: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]], di
 
 
 def _resources(given: dict[str, Any], gpu_limits: dict[str, Any]) -> dict[str, Any]:
-    """The user's requests and limits, GPU limits added, and DEFAULT_REQUESTS for CPU or memory
-    the user left unset (a limit alone counts as set: Kubernetes then requests the limit)."""
-    resources: dict[str, Any] = json.loads(json.dumps(given))
-    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
-    for key, value in DEFAULT_REQUESTS.items():
-        if key not in requests and key not in limits:
-            requests[key] = value
-    resources["requests"] = requests
+    """The user's requests and limits, DEFAULT_REQUESTS for CPU or memory left unset, GPU limits
+    added."""
+    resources = with_default_requests(given, DEFAULT_REQUESTS)
     if gpu_limits:
-        resources["limits"] = {**limits, **gpu_limits}
+        resources["limits"] = {**(resources.get("limits") or {}), **gpu_limits}
     return resources
 
 
@@ -245,27 +250,10 @@ def statefulset(
             "failureThreshold": 12,
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
     }
-    if spec.get("imagePullPolicy"):
-        container["imagePullPolicy"] = spec["imagePullPolicy"]
     pod_spec: dict[str, Any] = {
-        "containers": [container],
-        # fsGroup: the store volume is group-writable by the runner's uid 1000 on any volume
-        # type; OnRootMismatch skips the recursive chown of a large store on every restart.
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "runAsGroup": 1000,
-            "fsGroup": 1000,
-            "fsGroupChangePolicy": "OnRootMismatch",
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "containers": [finish_container(container, spec)],
+        "securityContext": pod_security(fs_group=True),  # the store volume is writable
         # Runners never call the Kubernetes API: no token in the pod.
         "automountServiceAccountToken": False,
         "readinessGates": [{"conditionType": MODELS_READY}],

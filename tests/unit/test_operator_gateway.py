@@ -69,6 +69,44 @@ def test_deployment_runs_the_gateway_with_its_flags_mounts_and_hardening() -> No
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
 
 
+def test_gateway_container_and_pod_render_exactly() -> None:
+    """The Deployment's pod pieces it shares with the runner StatefulSet, to the key (key order
+    too: see test_runner_container_and_pod_render_exactly)."""
+    spec = {"image": "reg/runner:2", "imagePullPolicy": "Always",
+            "resources": {"limits": {"memory": "1Gi"}}}  # fmt: skip
+    pod = deployment("front", "team", spec, "img", {})["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert list(container) == [
+        "name", "image", "args", "ports", "env", "resources", "volumeMounts", "readinessProbe",
+        "livenessProbe", "securityContext", "imagePullPolicy",
+    ]  # fmt: skip
+    assert (container["image"], container["imagePullPolicy"]) == ("reg/runner:2", "Always")
+    assert json.dumps(container["securityContext"]) == json.dumps(
+        {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "readOnlyRootFilesystem": True,
+         "capabilities": {"drop": ["ALL"]}}
+    )  # fmt: skip
+    # A memory limit alone is a memory request to Kubernetes: only CPU gets the default.
+    assert json.dumps(container["resources"]) == json.dumps(
+        {"limits": {"memory": "1Gi"}, "requests": {"cpu": "100m"}}
+    )
+    probe = {"httpGet": {"path": "/", "port": "http"}, "timeoutSeconds": 5}
+    assert json.dumps([container["readinessProbe"], container["livenessProbe"]]) == json.dumps(
+        [{**probe, "periodSeconds": 2, "failureThreshold": 3},
+         {**probe, "periodSeconds": 10, "failureThreshold": 6}]
+    )  # fmt: skip
+    assert list(pod) == [
+        "serviceAccountName", "automountServiceAccountToken", "containers", "volumes",
+        "securityContext", "terminationGracePeriodSeconds",
+    ]  # fmt: skip
+    assert json.dumps(pod["securityContext"]) == json.dumps(
+        {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
+         "seccompProfile": {"type": "RuntimeDefault"}}
+    )  # fmt: skip
+    default = deployment("front", "team", {}, "img", {})["spec"]["template"]["spec"]
+    assert default["containers"][0]["image"] == "img"
+    assert "imagePullPolicy" not in default["containers"][0]
+
+
 def test_defaults_prefix_affinity_and_two_minute_hold() -> None:
     args = deployment("front", "team", {}, "img", {})["spec"]["template"]["spec"]["containers"][0][
         "args"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from modeloperator.conditions import merge, summary
 from modeloperator.instances import Instance, pod_instances
 from modeloperator.plan import ModelView
@@ -228,3 +231,45 @@ def test_runner_pod_is_hardened() -> None:
     writable = {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")}
     assert writable == {"/models", "/tmp"}  # the management token's Secret volume is read-only
     assert {v["name"] for v in pod["volumes"]} == {"models", "tmp", "management"}
+
+
+def ordered(value: Any) -> str:
+    """JSON with the builders' key order kept: the pins below compare that order too."""
+    return json.dumps(value)
+
+
+def test_runner_container_and_pod_render_exactly() -> None:
+    """The StatefulSet's pod pieces it shares with the gateway Deployment, to the key: a change to
+    them (podspec.py) shows here and in test_operator_gateway.py."""
+    spec = {"image": "reg/runner:2", "imagePullPolicy": "Always"}
+    pod = statefulset("r", "ns", spec, "img")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert list(container) == [
+        "name", "image", "args", "ports", "env", "resources", "volumeMounts", "startupProbe",
+        "readinessProbe", "livenessProbe", "lifecycle", "securityContext", "imagePullPolicy",
+    ]  # fmt: skip
+    assert (container["image"], container["imagePullPolicy"]) == ("reg/runner:2", "Always")
+    assert ordered(container["securityContext"]) == ordered(
+        {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "readOnlyRootFilesystem": True,
+         "capabilities": {"drop": ["ALL"]}}
+    )  # fmt: skip
+    assert ordered(container["resources"]) == ordered(
+        {"requests": {"cpu": "500m", "memory": "1Gi"}}
+    )
+    probe = {"httpGet": {"path": "/api/version", "port": "ollama"}, "timeoutSeconds": 5}
+    assert ordered([container[k] for k in ("startupProbe", "readinessProbe", "livenessProbe")]) == (
+        ordered([{**probe, "periodSeconds": 2, "failureThreshold": 300},
+                 {**probe, "periodSeconds": 5, "failureThreshold": 3},
+                 {"httpGet": {"path": "/", "port": "ollama"}, "periodSeconds": 10,
+                  "timeoutSeconds": 10, "failureThreshold": 12}])
+    )  # fmt: skip
+    assert list(pod) == [
+        "containers", "securityContext", "automountServiceAccountToken", "readinessGates",
+        "terminationGracePeriodSeconds", "volumes",
+    ]  # fmt: skip
+    assert ordered(pod["securityContext"]) == ordered(
+        {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+         "fsGroupChangePolicy": "OnRootMismatch", "seccompProfile": {"type": "RuntimeDefault"}}
+    )  # fmt: skip
+    default = statefulset("r", "ns", {}, "img")["spec"]["template"]["spec"]["containers"][0]
+    assert default["image"] == "img" and "imagePullPolicy" not in default
