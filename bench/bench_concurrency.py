@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 from bench.build_llama_server import VARIANTS, server_path
-from bench.report import machine, write_section
+from bench.report import machine, parse_args, publish
 from bench.servers import (
     free_port,
     json_events,
@@ -407,15 +407,10 @@ def main() -> int:
     parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True,
                         help="measure the runner over HTTP too")  # fmt: skip
     parser.add_argument("--chat", action="store_true", help="also /v1/chat/completions")
-    parser.add_argument("--no-write", action="store_true", help="print only; keep BENCHMARKS.md")
-    args = parser.parse_args()
+    args = parse_args(parser)
     paths = {v: Path(getattr(args, f"server_{v.replace('-', '_')}")) for v in VARIANTS}
     args.servers = {v: (path, path.is_file()) for v, path in paths.items()}
-    body = asyncio.run(run(args))
-    if not args.no_write:
-        write_section("concurrency", body)
-    print(body)
-    return 0
+    return publish("concurrency", asyncio.run(run(args)), args)
 
 
 if __name__ == "__main__":

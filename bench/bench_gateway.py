@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from bench.report import machine, write_section
+from bench.report import machine, parse_args, publish
 from bench.servers import free_port, json_events, process, wait_ready
 
 MODEL = "gemma3:270m"
@@ -332,13 +332,8 @@ def main() -> int:
     parser.add_argument("--history-words", type=int, default=300)
     parser.add_argument("--reply-tokens", type=int, default=16)
     parser.add_argument("--ctx", type=int, default=4096, help="context per slot")
-    parser.add_argument("--no-write", action="store_true", help="print only; keep BENCHMARKS.md")
-    args = parser.parse_args()
-    body = asyncio.run(run(args))
-    if not args.no_write:
-        write_section("gateway", body)
-    print(body)
-    return 0
+    args = parse_args(parser)
+    return publish("gateway", asyncio.run(run(args)), args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -40,3 +41,18 @@ def write_section(key: str, body: str) -> None:
         else text.rstrip() + "\n\n" + block + "\n"
     )
     REPORT.write_text(text)
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The benchmark's arguments, and ``--no-write`` for :func:`publish`."""
+    parser.add_argument("--no-write", action="store_true", help="print only; keep BENCHMARKS.md")
+    return parser.parse_args()
+
+
+def publish(key: str, body: str, args: argparse.Namespace) -> int:
+    """Print ``body`` and make it section ``key`` of BENCHMARKS.md, unless ``--no-write``; 0,
+    the exit status."""
+    if not args.no_write:
+        write_section(key, body)
+    print(body)
+    return 0
