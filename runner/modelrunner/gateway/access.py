@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry
 
 from modelrunner.gateway.settings import GatewaySettings
+from modelrunner.gateway.usage import Usage
 from modelrunner.security.hosts import host_allowed, is_loopback
 from modelrunner.security.keys import Identity, KeyRing
 from modelrunner.security.limits import KeyLimits
@@ -46,7 +47,7 @@ class Access:
             management_token_file=settings.management_token_file,
             key_requests_per_minute=settings.key_requests_per_minute,
             key_concurrency=settings.key_concurrency,
-            key_tokens_per_minute=0,
+            key_tokens_per_minute=settings.key_tokens_per_minute,
         )
         self.keys = KeyRing(runner)
         self.limits = KeyLimits(runner, registry, self.keys)
@@ -82,6 +83,12 @@ class Access:
     def release(self, identity: Identity | None) -> None:
         if identity is not None and not identity.management:
             self.limits.release(identity.id)
+
+    def charge(self, key: str, usage: Usage) -> None:
+        """Tokens a forwarded answer reported, against the key's tokens-per-minute (counted here:
+        behind the gateway the runner never sees the caller's key)."""
+        self.limits.charge(key, "prompt", usage.prompt)
+        self.limits.charge(key, "generated", usage.generated)
 
     def demand_allowed(self, headers: dict[str, str]) -> bool:
         if not self.keys.token_required:

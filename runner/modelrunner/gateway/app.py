@@ -29,6 +29,7 @@ from modelrunner.gateway.settings import GatewaySettings
 from modelrunner.gateway.shapes import error_for, model_not_found, name_dialect
 from modelrunner.gateway.sources import Routes, RoutesFile, StaticBackends, forever
 from modelrunner.gateway.views import Views, not_found_page, root, version
+from modelrunner.security.keys import Identity
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -60,7 +61,9 @@ class Gateway:
         self.client = httpx.AsyncClient(timeout=timeout, transport=transport, trust_env=False)
         self.health = Health(self.client, s.probe_interval, self.routes.changed)
         self.upstream = Upstream(self.client, s.backend_token_file, self.access.strips_auth)
-        self.forwarder = Forwarder(s, self.routes, self.health, self.upstream, self.metrics)
+        self.forwarder = Forwarder(
+            s, self.routes, self.health, self.upstream, self.metrics, self.access.charge
+        )
         self.views = Views(self.routes, self.health, self.upstream)
         if s.backend:
             static = StaticBackends(
@@ -135,7 +138,7 @@ class Gateway:
                 method, path, scope.get("query_string", b""), list(scope["headers"]), body,
                 arrived=arrived,
             )  # fmt: skip
-            work = self._serve(route, incoming, send, identity.id if identity else "")
+            work = self._serve(route, incoming, send, identity)
             await _until_disconnect(work, receive)
         except Refusal as refusal:
             await error_for(path, refusal.status, refusal.message, refusal.headers)(
@@ -175,15 +178,19 @@ class Gateway:
             return not_found_page(path)
         return None
 
-    async def _serve(self, route: Route, incoming: Incoming, send: Send, client: str) -> None:
+    async def _serve(
+        self, route: Route, incoming: Incoming, send: Send, identity: Identity | None
+    ) -> None:
         if route.kind is Kind.LIST:
             response = await self.views.merged(incoming.path, incoming.query.decode("latin-1"))
             await response({"type": "http"}, _never, send)
             return
-        target = self._target(route, incoming, client)
+        target = self._target(route, incoming, identity.id if identity else "")
         if isinstance(target, Response):
             await target({"type": "http"}, _never, send)
             return
+        if identity is not None and not identity.management:
+            target.charge_to = identity.id  # as the runner: management calls are not counted
         await self.forwarder.forward(incoming, target, send)
 
     def _target(self, route: Route, incoming: Incoming, client: str) -> Target | Response:

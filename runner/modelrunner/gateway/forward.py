@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from modelrunner.gateway.balance import choose
@@ -22,6 +22,7 @@ from modelrunner.gateway.settings import GatewaySettings
 from modelrunner.gateway.shapes import error_for
 from modelrunner.gateway.sources import Routes
 from modelrunner.gateway.table import Instance, NameKey
+from modelrunner.gateway.usage import Meter, Usage, meter_for
 
 log = logging.getLogger("modelrunner.gateway")
 MAX_ATTEMPTS = 5
@@ -39,6 +40,7 @@ class Target:
     affinity: str | None = None
     pinned: str | None = None
     client: str = ""  # the API key id, for fair queueing
+    charge_to: str | None = None  # the API key id whose tokens this spends (None: not counted)
 
 
 class Forwarder:
@@ -49,9 +51,10 @@ class Forwarder:
         health: Health,
         upstream: Upstream,
         metrics: GatewayMetrics,
+        charge: Callable[[str, Usage], None] | None = None,
     ) -> None:
         self.settings, self.routes, self.health = settings, routes, health
-        self.upstream, self.metrics = upstream, metrics
+        self.upstream, self.metrics, self.charge = upstream, metrics, charge
         self._queues: dict[NameKey | None, FairQueue] = {}
         self.pins: OrderedDict[str, str] = OrderedDict()
 
@@ -136,7 +139,9 @@ class Forwarder:
                 waited = 0.0
             attempts += 1
             try:
-                await self._attempt(incoming, instance, runner, model, send, attempts)
+                await self._attempt(
+                    incoming, instance, runner, model, send, attempts, target.charge_to
+                )
                 return
             except Retryable as failure:
                 kind = failure.kind.split(":")[0]
@@ -168,9 +173,10 @@ class Forwarder:
 
     async def _attempt(
         self, incoming: Incoming, instance: Instance, runner: str, model: str, send: Send,
-        attempt: int,
+        attempt: int, charge_to: str | None = None,
     ) -> None:  # fmt: skip
         self.metrics.start(runner, instance.name, model)
+        charge: _Charge | None = None
         try:
             retry_busy = attempt < MAX_ATTEMPTS
             opened = await self.upstream.open(instance, incoming, retry_busy)
@@ -178,7 +184,12 @@ class Forwarder:
                 time.monotonic() - incoming.arrived
             )
             self._learn_pin(incoming, opened.first, instance)
-            clean = await relay(opened, instance, incoming.path, send)
+            if charge_to is not None and self.charge is not None:
+                response = opened.response
+                meter = meter_for(incoming.path, response.status_code, dict(response.headers))
+                if meter is not None:
+                    charge = _Charge(meter, charge_to, self.charge)
+            clean = await relay(opened, instance, incoming.path, send, charge)
             self.metrics.requests.labels(
                 runner, instance.name, model, str(opened.response.status_code)
             ).inc()
@@ -186,6 +197,8 @@ class Forwarder:
                 self.metrics.errors.labels(runner, instance.name, model, "midstream").inc()
                 self.health.eject(instance.url, "failed mid-stream")
         finally:
+            if charge is not None:
+                charge.end()  # also when the client went away: it is charged what it was sent
             self.metrics.finish(runner, instance.name, model)
             self._released()
 
@@ -197,6 +210,21 @@ class Forwarder:
             self.pins[found.group(1).decode()] = instance.name
             while len(self.pins) > _PINS:
                 self.pins.popitem(last=False)
+
+
+class _Charge:
+    """Counts one answer's tokens as it passes and charges them to the key once, at its end."""
+
+    def __init__(self, meter: Meter, key: str, charge: Callable[[str, Usage], None]) -> None:
+        self.meter, self.key, self.charge, self.done = meter, key, charge, False
+
+    def feed(self, chunk: bytes) -> None:
+        self.meter.feed(chunk)
+
+    def end(self) -> None:
+        if not self.done:
+            self.done = True
+            self.charge(self.key, self.meter.usage())
 
 
 class _Line:

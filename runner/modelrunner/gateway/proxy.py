@@ -9,7 +9,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -133,21 +133,53 @@ def start_message(status: int, headers: list[tuple[bytes, bytes]], instance: str
     return {"type": "http.response.start", "status": status, "headers": headers}
 
 
-async def relay(opened: Opened, instance: Instance, path: str, send: Send) -> bool:
+class Tap(Protocol):
+    """Sees the body on its way through (token counting)."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+
+async def relay(
+    opened: Opened, instance: Instance, path: str, send: Send, tap: Tap | None = None
+) -> bool:
     """Pass the answer through; True when it ended cleanly. A failure after the first byte cannot
-    be retried: the stream ends with an error event in the caller's dialect."""
+    be retried: the stream ends with an error event in the caller's dialect. ``tap`` is fed each
+    piece after it was sent on, and told of the end before the client can see it (the last piece
+    of a body with a length, the end of a stream), as the runner counts tokens before it ends."""
     response = opened.response
+    length = response.headers.get("content-length", "")
+    left = int(length) if length.isdigit() else None
+
+    async def piece(chunk: bytes) -> None:
+        nonlocal left
+        if left is not None and tap is not None:
+            left -= len(chunk)
+            if left <= 0:
+                tap.feed(chunk)
+                tap.end()
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                return
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        if tap is not None:
+            tap.feed(chunk)
+
     try:
         await send(start_message(response.status_code, _back(response), instance.name))
         if opened.first:
-            await send({"type": "http.response.body", "body": opened.first, "more_body": True})
+            await piece(opened.first)
         try:
             async for chunk in opened.rest:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await piece(chunk)
         except (*_RESET, httpx.TimeoutException):
             tail = stream_error(path, response.headers.get("content-type", ""), instance.name)
+            if tap is not None:
+                tap.end()
             await send({"type": "http.response.body", "body": tail, "more_body": False})
             return False
+        if tap is not None:
+            tap.end()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return True
     finally:

@@ -49,6 +49,12 @@ class GatewaySettings(BaseSettings):
     key_requests_per_minute: int = Field(
         default=0, ge=0, description="Requests per minute per API key; 0: unlimited."
     )
+    key_tokens_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Prompt plus generated tokens per minute per API key, as the runners' "
+        "answers report them; 0: unlimited.",
+    )
     key_concurrency: int = Field(
         default=0, ge=0, description="Requests in flight per API key; 0: unlimited."
     )

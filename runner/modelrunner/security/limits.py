@@ -84,7 +84,13 @@ class KeyLimits:
 
     def add_tokens(self, kind: str, count: int) -> None:
         key = current_key.get()
-        if key is None or count <= 0:
+        if key is not None:
+            self.charge(key, kind, count)
+
+    def charge(self, key: str, kind: str, count: int) -> None:
+        """``count`` tokens of ``kind`` spent by ``key`` now (the gateway reads them from the
+        runner's answers; the runner taps its own counters)."""
+        if count <= 0:
             return
         self.tokens.labels(key, kind).inc(count)
         if self._limits(key)[1]:
