@@ -41,6 +41,7 @@ from bench.servers import (
     json_events,
     llama_server_cmd,
     process,
+    runner_cmd,
     shown_cmd,
     wait_ready,
 )
@@ -231,17 +232,7 @@ async def run(args: argparse.Namespace) -> str:
             store = tmp / "models"
             ensure_default_model(ModelStore(store))
             port = free_port()
-            env = dict(os.environ, MODEL_RUNNER_MODELS=str(store), MODEL_RUNNER_KEEP_ALIVE="1h",
-                       MODEL_RUNNER_NUM_PARALLEL=str(slots), MODEL_RUNNER_CONTEXT_SIZE=str(args.ctx),
-                       MODEL_RUNNER_NUM_THREAD=str(t), MODEL_RUNNER_PRUNE="false")  # fmt: skip
-            cmd = [
-                sys.executable,
-                "-m",
-                "modelrunner.cli",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-            ]
+            cmd, env = runner_cmd(store, port, slots, args.ctx, t)
             proc = stack.enter_context(process(cmd, env, tmp / "modelrunner.log"))
             client = await client_for(port)
             await wait_ready(client, "/api/version", proc)

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 
 from bench.report import machine, parse_args, publish
-from bench.servers import free_port, json_events, process, wait_ready
+from bench.servers import free_port, json_events, process, runner_cmd, wait_ready
 
 MODEL = "gemma3:270m"
 WORDS = ["river", "mountain", "lantern", "harbor", "copper", "violet", "engine", "meadow", "signal", "archive", "orbit", "granite", "willow", "beacon", "canyon", "marble", "falcon", "cedar", "prism", "tundra", "ember", "glacier", "compass", "thicket", "quarry", "saffron", "delta", "nimbus", "ferry", "atlas"]  # fmt: skip
@@ -182,17 +182,7 @@ async def run(args: argparse.Namespace) -> str:
     try:
         for r in range(replicas_max):
             port = free_port()
-            env = dict(os.environ, MODEL_RUNNER_MODELS=str(store), MODEL_RUNNER_KEEP_ALIVE="1h",
-                       MODEL_RUNNER_NUM_PARALLEL="4", MODEL_RUNNER_CONTEXT_SIZE=str(args.ctx),
-                       MODEL_RUNNER_NUM_THREAD=str(threads), MODEL_RUNNER_PRUNE="false")  # fmt: skip
-            cmd = [
-                sys.executable,
-                "-m",
-                "modelrunner.cli",
-                "serve",
-                "--listen",
-                f"127.0.0.1:{port}",
-            ]
+            cmd, env = runner_cmd(store, port, 4, args.ctx, threads)
             proc = stack.enter_context(process(cmd, env, tmp / f"runner-{r}.log"))
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=600) as c:
                 await wait_ready(c, "/api/version", proc)

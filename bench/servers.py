@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -65,6 +66,17 @@ async def json_events(
             line = line.removeprefix("data: ").strip()
             if line and line != "[DONE]":
                 yield json.loads(line)
+
+
+def runner_cmd(
+    store: Path, port: int, slots: int, ctx: int, threads: int
+) -> tuple[list[str], dict[str, str]]:
+    """``modelrunner serve`` on loopback ``port`` over ``store`` and its environment: ``slots``
+    slots of ``ctx`` tokens each, ``threads`` threads, models kept loaded, no prune at start."""
+    env = dict(os.environ, MODEL_RUNNER_MODELS=str(store), MODEL_RUNNER_KEEP_ALIVE="1h",
+               MODEL_RUNNER_NUM_PARALLEL=str(slots), MODEL_RUNNER_CONTEXT_SIZE=str(ctx),
+               MODEL_RUNNER_NUM_THREAD=str(threads), MODEL_RUNNER_PRUNE="false")  # fmt: skip
+    return [sys.executable, "-m", "modelrunner.cli", "serve", "--listen", f"127.0.0.1:{port}"], env
 
 
 def llama_server_cmd(binary: Path, gguf: Path, port: int, slots: int, ctx: int,
