@@ -85,16 +85,28 @@ def test_crlf_lines_and_events_without_names() -> None:
     assert metered("/v1/messages", "text/event-stream", split(body, 5)) == Usage(9, 4)
 
 
-def test_a_large_body_is_read_from_its_tail() -> None:
-    """Many embeddings (over the size kept whole): the counts are still found, and a key written
+def test_a_long_body_is_read_from_its_tail() -> None:
+    """Many embeddings (too long to parse quickly): the counts are still found, and a key written
     inside a string (escaped quotes) is not taken for one."""
     vectors = [[0.123456789] * 1024 for _ in range(400)]
     answer = {"model": "m", "note": '"prompt_eval_count": 999', "embeddings": vectors}
     body = json.dumps(answer | {"prompt_eval_count": 812}).encode()
-    assert len(body) > 4 * 1024 * 1024
+    assert len(body) > 1024 * 1024
     assert metered("/api/embed", "application/json", split(body, 65536)) == Usage(812, 0)
     tail_note = body[:-1] + b',"x":"\\"eval_count\\": 77"}'
     assert metered("/api/generate", "application/json", [tail_note]) == Usage(812, 0)
+
+
+def test_long_final_lines_and_events_are_read_from_their_tail() -> None:
+    """Ollama's last line with a long ``context``; a Responses terminal event with a long text."""
+    done = {"done": True, "context": list(range(5000)), "prompt_eval_count": 7, "eval_count": 3}
+    lines = [b'{"response":"a","done":false}\n', json.dumps(done).encode() + b"\n"]
+    assert len(lines[1]) > 8192
+    assert metered("/api/generate", "application/x-ndjson", lines) == Usage(7, 3)
+    body = RECORDED["responses_stream"]["body"].replace(
+        '"text":"FP"', '"text":"' + "x" * 9000 + '"'
+    )
+    assert metered("/v1/responses", "text/event-stream", split(body.encode(), 512)) == Usage(56, 3)
 
 
 def test_what_is_not_metered() -> None:

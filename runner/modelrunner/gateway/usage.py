@@ -29,7 +29,9 @@ _FIELDS: dict[str, tuple[tuple[str, ...], str]] = {
         "output_tokens",
     ),
 }
-_WHOLE = 4 * 1024 * 1024  # a larger JSON body (many embeddings) is read from its tail
+# Parsing JSON is slow for long arrays (embeddings, Ollama's context): a body or line longer than
+# this is scanned for the usage keys in its last _TAIL bytes instead (usage comes last).
+_PARSE = 8 * 1024
 _TAIL = 64 * 1024
 _MAX_LINE = 16 * 1024 * 1024  # a longer stream line is skipped rather than kept
 _TERMINAL = {"response.completed", "response.incomplete", "response.failed"}
@@ -92,6 +94,21 @@ def _loads(raw: bytes) -> Any:
         return None
 
 
+def _scan(dialect: str, raw: bytes) -> Usage | None:
+    """The usage keys in the tail of a long body or line: each key's last occurrence as a JSON
+    key with a number (a key written inside a string has escaped quotes, and does not match)."""
+    tail = raw[-_TAIL:]
+    prompt_fields, generated_field = _FIELDS[dialect]
+    values: dict[str, int] = {}
+    for name in (*prompt_fields, generated_field):
+        matches = re.findall(rb'"' + name.encode() + rb'"\s*:\s*(\d+)', tail)
+        if matches:
+            values[name] = int(matches[-1])
+    if not values:
+        return None
+    return Usage(sum(values.get(n, 0) for n in prompt_fields), values.get(generated_field, 0))
+
+
 class Meter:
     """Fed each piece of one answer's body in order; ``usage()`` at any point (a client that went
     away mid-stream is charged what it got)."""
@@ -101,10 +118,10 @@ class Meter:
         self.prompt: int | None = None  # as reported
         self.generated: int | None = None
         self.deltas = 0  # pieces of generated content seen: the count when none is reported
-        self._pending = b""  # a stream's unfinished line, or a whole body so far
-        self._pieces: list[bytes] = []
+        self._pending = b""  # a stream's unfinished line, or a long body's tail
+        self._pieces: list[bytes] = []  # a short body so far
         self._size = 0
-        self._truncated = False
+        self._long = False
         self._event: str | None = None
 
     def feed(self, chunk: bytes) -> None:
@@ -130,36 +147,21 @@ class Meter:
     # -- whole bodies ------------------------------------------------------------------------------
 
     def _keep(self, chunk: bytes) -> None:
-        if self._truncated:
+        if self._long:
             self._pending = (self._pending + chunk)[-_TAIL:]
             return
         self._pieces.append(chunk)
         self._size += len(chunk)
-        if self._size > _WHOLE:
-            self._truncated = True
+        if self._size > _PARSE:
+            self._long = True
             self._pending = b"".join(self._pieces)[-_TAIL:]
             self._pieces = []
 
     def _body(self) -> None:
-        if self._truncated:
-            found = self._scan(self._pending)
+        if self._long:
+            self._report(_scan(self.dialect, self._pending))
         else:
-            found = _counts(self.dialect, _loads(b"".join(self._pieces)))
-        if found is not None:
-            self.prompt, self.generated = found.prompt, found.generated
-
-    def _scan(self, tail: bytes) -> Usage | None:
-        """The usage fields in the tail of a body too large to keep whole: each field's last
-        occurrence as a JSON key (a key inside a string would have escaped quotes)."""
-        prompt_fields, generated_field = _FIELDS[self.dialect]
-        values: dict[str, int] = {}
-        for name in (*prompt_fields, generated_field):
-            matches = re.findall(rb'"' + name.encode() + rb'"\s*:\s*(\d+)', tail)
-            if matches:
-                values[name] = int(matches[-1])
-        if not values:
-            return None
-        return Usage(sum(values.get(n, 0) for n in prompt_fields), values.get(generated_field, 0))
+            self._report(_counts(self.dialect, _loads(b"".join(self._pieces))))
 
     # -- streams -----------------------------------------------------------------------------------
 
@@ -179,7 +181,8 @@ class Meter:
         if not line.strip():
             return
         if b"eval_count" in line or b'"done":true' in line or b'"done": true' in line:
-            self._report(_counts(self.dialect, _loads(line)))
+            long = len(line) > _PARSE
+            self._report(_scan("ollama", line) if long else _counts("ollama", _loads(line)))
         elif not line.startswith(b'{"error"'):
             self.deltas += 1
 
@@ -193,6 +196,8 @@ class Meter:
         elif self.dialect == "responses":
             if event is not None and event.endswith(".delta"):
                 self.deltas += 1
+            elif event in _TERMINAL and len(data) > _PARSE:  # it holds the whole response
+                self._report(_scan("responses", data))
             elif event is None or event in _TERMINAL:
                 self._responses(_loads(data))
         elif data != b"[DONE]":
