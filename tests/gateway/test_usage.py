@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from modelrunner.gateway.access import Access, Refusal
+from modelrunner.gateway.settings import GatewaySettings
 from modelrunner.gateway.usage import Meter, Usage, dialect_of, meter_for
 
 RECORDED: dict[str, dict[str, Any]] = json.loads(
@@ -130,3 +133,19 @@ def test_bodies_without_usable_counts_charge_nothing(body: bytes) -> None:
     meter = Meter("openai", "json")
     meter.feed(body)
     assert meter.usage() == Usage(0, 0)
+
+
+def test_the_gateway_wide_limit_applies_to_keys_without_their_own(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("a:key-a\nb:key-b tpm=0\n")
+    settings = GatewaySettings(api_keys_file=keys, key_tokens_per_minute=10)
+    access = Access(settings, CollectorRegistry())
+    for key in ("a", "b"):
+        access.release(access.admit({"authorization": f"Bearer key-{key}"}))
+        access.charge(key, Usage(6, 4))
+    with pytest.raises(Refusal) as refused:
+        access.admit({"authorization": "Bearer key-a"})
+    assert refused.value.status == 429
+    assert refused.value.message == "rate limit of 10 tokens per minute"
+    assert 59 <= int(refused.value.headers["Retry-After"]) <= 60
+    assert access.admit({"x-api-key": "key-b"}) is not None  # tpm=0: its own, unlimited
