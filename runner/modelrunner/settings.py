@@ -17,7 +17,32 @@ def _default_models_dir() -> Path:
     return Path.home() / ".modelrunner" / "models"
 
 
-class Settings(BaseSettings):
+def split_commas(value: object) -> object:
+    """A list setting given as one string (an environment variable): its comma-separated items."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class KeyLimitSettings(BaseSettings):
+    """Per-API-key limits, enforced alike by the runner and the gateway (security/limits.py);
+    each program's env prefix names them (MODEL_RUNNER_KEY_..., MODELRUNNER_GATEWAY_KEY_...)."""
+
+    key_requests_per_minute: int = Field(
+        default=0, ge=0, description="Requests per minute per API key; 0: unlimited."
+    )
+    key_tokens_per_minute: int = Field(
+        default=0,
+        ge=0,
+        description="Prompt plus generated tokens per minute per API key (the gateway reads them "
+        "from the usage the runners' answers report); 0: unlimited.",
+    )
+    key_concurrency: int = Field(
+        default=0, ge=0, description="Requests in flight per API key; 0: unlimited."
+    )
+
+
+class Settings(KeyLimitSettings):
     model_config = SettingsConfigDict(env_prefix="MODEL_RUNNER_", env_nested_delimiter="__")
 
     models: Path = Field(
@@ -136,17 +161,6 @@ class Settings(BaseSettings):
         description="Host header names a loopback-bound runner accepts besides loopback "
         "names and addresses (DNS-rebinding guard).",
     )
-    key_requests_per_minute: int = Field(
-        default=0, ge=0, description="Requests per minute per API key; 0: unlimited."
-    )
-    key_tokens_per_minute: int = Field(
-        default=0,
-        ge=0,
-        description="Prompt plus generated tokens per minute per API key; 0: unlimited.",
-    )
-    key_concurrency: int = Field(
-        default=0, ge=0, description="Requests in flight per API key; 0: unlimited."
-    )
     # Bounded input (README "Bounded input"): refused with a 4xx before anything runs.
     max_body_size: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="Largest JSON request body in bytes."
@@ -214,9 +228,7 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        return value
+        return split_commas(value)
 
 
 def parse_listen(address: str) -> tuple[str, int]:

@@ -1,5 +1,6 @@
 """Gateway settings: one pydantic-settings class, every field documented, env prefix
-MODELRUNNER_GATEWAY_ (the gateway contract's spelling)."""
+MODELRUNNER_GATEWAY_ (the gateway contract's spelling); the per-key limits are the runner's
+(KeyLimitSettings), under this prefix."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from modelrunner.settings import KeyLimitSettings, split_commas
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(KeyLimitSettings):
     model_config = SettingsConfigDict(env_prefix="MODELRUNNER_GATEWAY_")
 
     listen: Annotated[list[str], NoDecode] = Field(
@@ -45,18 +48,6 @@ class GatewaySettings(BaseSettings):
     management_token_file: Path | None = Field(
         default=None,
         description="Token that /gateway/v1/demand then requires (unset: demand is open).",
-    )
-    key_requests_per_minute: int = Field(
-        default=0, ge=0, description="Requests per minute per API key; 0: unlimited."
-    )
-    key_tokens_per_minute: int = Field(
-        default=0,
-        ge=0,
-        description="Prompt plus generated tokens per minute per API key, as the runners' "
-        "answers report them; 0: unlimited.",
-    )
-    key_concurrency: int = Field(
-        default=0, ge=0, description="Requests in flight per API key; 0: unlimited."
     )
     hold_timeout: float = Field(
         default=120.0,
@@ -94,6 +85,4 @@ class GatewaySettings(BaseSettings):
     @field_validator("listen", "backend", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return split_commas(value)
