@@ -1,7 +1,7 @@
 """The operator at scale: N Models over K runner instances on the local cluster (issue 17).
 
     .venv/bin/python bench/bench_operator.py [--models 200] [--instances 1] [--rest 60]
-        [--tree PATH] [--label after] [--out result.json]
+        [--tree PATH] [--label after] [--out result.json] [--logs DIR]
     .venv/bin/python bench/bench_operator.py --report before.json after.json ...
 
 Real API server (the repo's cluster harness, started if needed and left running), K runner
@@ -418,6 +418,7 @@ def main() -> int:
     parser.add_argument("--tree", default=str(ROOT), help="checkout whose operator/runner run")
     parser.add_argument("--label", default="current")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
+    parser.add_argument("--logs", default=None, help="copy the operator and runner logs here")
     parser.add_argument("--report", nargs="+", default=None, help="results to write up")
     parser.add_argument("--notes", default=None, help="with --report: text to add after it")
     parser.add_argument(
@@ -433,7 +434,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-operator-") as tmp, cluster() as kubeconfig:
         crds = ROOT / "crds"
         harness.Kubectl(kubeconfig)("apply", "--server-side", "--force-conflicts", "-f", str(crds))
-        result = asyncio.run(measure(args, kubeconfig, Path(tmp)))
+        try:
+            result = asyncio.run(measure(args, kubeconfig, Path(tmp)))
+        finally:
+            if args.logs:  # the operator's and runners' logs, to see where the time went
+                Path(args.logs).mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("*.log"):
+                    shutil.copyfile(log, Path(args.logs) / log.name)
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -14,6 +14,7 @@ from modeloperator.discovery import wait_for_resources
 from modeloperator.drift import sweep
 from modeloperator.gateway_handlers import register_gateways
 from modeloperator.kube import Kube, api_client
+from modeloperator.memory import MemoryKeeper
 from modeloperator.models import State, compact
 from modeloperator.reconcile import Catalog, Context, reconcile_model, remove_model
 from modeloperator.resources import LABEL_MANAGED, MANAGER
@@ -43,6 +44,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         api = await api_client()
         await wait_for_resources(api)  # kopf resolves what it serves once, right after this
         memo["state"] = State(Context(Kube(api), operator_settings), announce)
+        memo["memory"] = asyncio.create_task(MemoryKeeper().run())
 
     operator_settings = settings
 
@@ -53,6 +55,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+        memo["memory"].cancel()
         await memo["state"].ctx.inventory.close()
         await memo["state"].ctx.kube.api.close()
 
