@@ -6,7 +6,9 @@ and glibc keep that memory for reuse, so the process stayed some 40 MB above wha
 (measured at 1,000 Models: 182 MB at rest, 145 MB after a collection and ``malloc_trim``; at the
 height of the burst a pass took it from 369 to 153 MB). Every 20 s, when the count of Python
 blocks moved or the resident size grew since the last pass, one pass collects cycles and hands
-free pages back; at rest nothing runs.
+free pages back; once things are quiet again, one last pass a little later returns what the
+burst's stragglers freed (idle kopf workers, kept-alive connections closing after 15 s). At rest
+nothing runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 CHECK_SECONDS = 20.0
 CHANGE = 0.05  # a pass runs once the count of allocated blocks moved by this fraction,
 GROWTH = 0.10  # or the resident size grew by this fraction
+SETTLE_CHECKS = 2  # quiet checks after a pass before the last one
 
 
 def resident_bytes() -> int | None:
@@ -55,6 +58,7 @@ class MemoryKeeper:
         self._blocks = sys.getallocatedblocks()
         self._resident = resident_bytes()
         self.passes = 0
+        self._quiet: int | None = None  # quiet checks since the last pass; None: settled
 
     def due(self) -> bool:
         """True when the Python heap grew or shrank, or the process grew (buffers that are not
@@ -73,11 +77,23 @@ class MemoryKeeper:
         self._resident = resident_bytes()
         self.passes += 1
 
+    def check(self) -> bool:
+        """One look: a pass when due, or the last pass once quiet long enough after one."""
+        if self.due():
+            self._quiet = 0
+        elif self._quiet is not None and self._quiet + 1 < SETTLE_CHECKS:
+            self._quiet += 1
+            return False
+        elif self._quiet is not None:
+            self._quiet = None
+        else:
+            return False
+        before = resident_bytes() or 0
+        self.release()
+        log.info("memory returned: resident %d -> %d MB", before >> 20, (self._resident or 0) >> 20)
+        return True
+
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.check_seconds)
-            if self.due():
-                before = resident_bytes() or 0
-                self.release()
-                after = self._resident or 0
-                log.info("memory returned: resident %d -> %d MB", before >> 20, after >> 20)
+            self.check()

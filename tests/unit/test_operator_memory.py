@@ -7,7 +7,7 @@ import platform
 
 import pytest
 
-from modeloperator.memory import MemoryKeeper, _malloc_trim, resident_bytes
+from modeloperator.memory import SETTLE_CHECKS, MemoryKeeper, _malloc_trim, resident_bytes
 
 
 def test_a_pass_is_due_only_after_the_heap_moved() -> None:
@@ -20,6 +20,18 @@ def test_a_pass_is_due_only_after_the_heap_moved() -> None:
     assert not keeper.due()
     del burst
     assert keeper.due()  # shrinking counts too: that is when pages can go back
+
+
+def test_one_last_pass_follows_once_quiet_then_none_at_rest() -> None:
+    keeper = MemoryKeeper()
+    assert not keeper.check()  # at rest: nothing
+    burst = [[i] for i in range(500_000)]
+    assert keeper.check() and keeper.passes == 1
+    del burst  # what a burst's stragglers free after it
+    assert keeper.check()  # the heap moved again: a pass, and the count starts over
+    quiet = [keeper.check() for _ in range(SETTLE_CHECKS + 3)]
+    assert quiet == [False] * (SETTLE_CHECKS - 1) + [True] + [False] * 3
+    assert keeper.passes == 3
 
 
 @pytest.mark.skipif(resident_bytes() is None, reason="resident size is read from /proc")
