@@ -331,6 +331,7 @@ async def measure(args: argparse.Namespace, kubeconfig: str, work: Path) -> dict
             "instances": args.instances,
             "machine": at_start,
             "created_s": round(created_s, 1),
+            "settle_s": args.settle,
             "ready_s": round(ready_s, 1),
             "latency_p50_s": round(pct(latencies, 0.5), 2),
             "latency_p99_s": round(pct(latencies, 0.99), 2),
@@ -389,6 +390,8 @@ def report(paths: list[str], notes_file: str | None = None) -> str:
     for title, cell in ROWS:
         lines.append(f"| {title} | " + " | ".join(str(cell(r)) for r in results) + " |")
     runs = "\n".join(f"- {r['label']}, {r['models']} x {r['instances']}: {r['machine']}"
+                     + (f"; rest measured from {r['settle_s']:g} s after Ready"
+                        if "settle_s" in r else "")
                      for r in results)  # fmt: skip
     notes = Path(notes_file).read_text() if notes_file else ""
     return (
@@ -396,9 +399,9 @@ def report(paths: list[str], notes_file: str | None = None) -> str:
         "`bench/bench_operator.py`: N Models (Modelfile creates `FROM base`) over K runner "
         "processes on loopback managed as external ModelRunners, real API server, the operator as "
         "a process with default settings (`before`: the code at the commit named, with its 30 s "
-        "timers). One run each on a shared 2-core machine (other sessions' builds and tests, and "
-        "some of this session's own cluster tests, ran at the same time; load average 9-15), so "
-        "single figures, not medians; the commit of each run is in its column.\n\n"
+        "timers). One run each on a shared 2-core machine, so single figures, not medians; the "
+        "commit of each run is in its column, and the machine's load and how long after the last "
+        "Model was Ready the rest window began are under Runs.\n\n"
         + "\n".join(lines)
         + "\n\nRuns:\n"
         + runs
