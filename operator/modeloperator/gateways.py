@@ -1,22 +1,21 @@
 """Observe -> plan -> execute for ModelGateways: the owned objects (gateway_resources.py), the
 routing table in their ConfigMap (routes_table.py), and autoscaling of the runners they front
-from the demand the gateway pods report (autoscale.py)."""
+from the demand the gateway pods report and the load the runners' instances report themselves
+(load.py, autoscale.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from kubernetes_asyncio import client
 
 from modeloperator import GROUP, VERSION, conditions
-from modeloperator.autoscale import Decision, Demand, Policy, decide
+from modeloperator.autoscale import Decision, Demand, Policy, combine, decide
 from modeloperator.conditions import now
 from modeloperator.gateway_resources import (
     deployment,
@@ -32,6 +31,7 @@ from modeloperator.gateway_resources import (
     token_file,
 )
 from modeloperator.instances import Instance, containers_ready, resolve
+from modeloperator.load import FAST_TIMEOUT, Arrivals, gateway_demand, runner_loads
 from modeloperator.reconcile import Context
 from modeloperator.resources import OLLAMA_PORT, management_ref
 from modeloperator.routes_table import (
@@ -47,8 +47,6 @@ from modeloperator.runnerclient import RunnerError
 
 log = logging.getLogger(__name__)
 DEMAND_PATH = "/gateway/v1/demand"
-# Calls on the autoscaling path are short: a slow gateway or runner must not stall the loop.
-FAST_TIMEOUT = 3.0
 
 
 @dataclass
@@ -56,7 +54,7 @@ class GatewayState:
     """The gateways' shared memory (kopf memo): a change counter per namespace (Models, runner
     pods, ModelRunners), the
     last table written per gateway, the last demand each gateway reported, and per runner when
-    its replicas were last all needed."""
+    its replicas were last all needed, and when requests last arrived at each runner instance."""
 
     changes: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))  # per ns
     seen: dict[str, int] = field(default_factory=dict)  # gateway uid -> changes[ns] at refresh
@@ -72,6 +70,7 @@ class GatewayState:
     mounted: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
     blocked: set[str] = field(default_factory=set)  # gateway uids whose Service name is taken
     locks: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
+    arrivals: Arrivals = field(default_factory=Arrivals)
 
 
 def token_secrets(runners: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
@@ -246,20 +245,7 @@ async def poll_demand(ctx: Context, gateway: dict[str, Any]) -> dict[str, Demand
     urls = [f"http://{p['status']['podIP']}:{OLLAMA_PORT}{DEMAND_PATH}" for p in pods
             if (p.get("status") or {}).get("podIP") and containers_ready(p)
             and not p["metadata"].get("deletionTimestamp")]  # fmt: skip
-    if not urls:
-        return None
-    async with httpx.AsyncClient(timeout=FAST_TIMEOUT) as http:
-        replies = await asyncio.gather(*(http.get(u) for u in urls), return_exceptions=True)
-    total: dict[str, Demand] = {}
-    answered = False
-    for reply in replies:
-        if isinstance(reply, BaseException) or reply.status_code != 200:
-            continue
-        answered = True
-        with contextlib.suppress(ValueError, AttributeError, TypeError):
-            for runner, entry in (reply.json().get("runners") or {}).items():
-                total[runner] = total.get(runner, Demand()) + Demand.parse(entry)
-    return total if answered else None
+    return await gateway_demand(urls)
 
 
 def runner_demand(
@@ -274,10 +260,15 @@ def runner_demand(
     return found
 
 
+def autoscaled(runner: dict[str, Any]) -> bool:
+    spec = runner.get("spec") or {}
+    return bool(spec.get("autoscaling")) and not spec.get("external")
+
+
 async def scale_runner(ctx: Context, state: GatewayState, runner: dict[str, Any],
                        demand: Demand | None) -> Decision | None:  # fmt: skip
     meta, spec = runner["metadata"], runner.get("spec") or {}
-    if not spec.get("autoscaling") or spec.get("external"):
+    if not autoscaled(runner):
         return None
     policy = Policy.of(spec["autoscaling"])
     current = int(spec.get("replicas", 1))
@@ -311,7 +302,8 @@ async def scale_runner(ctx: Context, state: GatewayState, runner: dict[str, Any]
 
 async def tick(ctx: Context, state: GatewayState, gateway: dict[str, Any], interval: float) -> None:
     """One pass of a gateway's loop: the routing table when something changed (or once per
-    reconcile interval), the gateway's demand, and the replicas of the runners it fronts."""
+    reconcile interval), the gateway's demand, and the replicas of the autoscaled runners it
+    fronts (from every gateway's demand and the load their instances report)."""
     meta = gateway["metadata"]
     namespace = meta["namespace"]
     if meta["uid"] in state.blocked or meta["uid"] not in state.mounted:
@@ -326,8 +318,11 @@ async def tick(ctx: Context, state: GatewayState, gateway: dict[str, Any], inter
         state.demand[(namespace, meta["name"])] = (time.monotonic(), demand)
     fresh_after = time.monotonic() - 3 * interval - FAST_TIMEOUT
     names = state.fronts.get((namespace, meta["name"]), set())
-    for runner in await _by_name(ctx, namespace, sorted(names)):
+    runners = [r for r in await _by_name(ctx, namespace, sorted(names)) if autoscaled(r)]
+    # Clients that call a runner's own Service count too: its pods' own load (load.py), read
+    # for every runner at once (an instance that does not answer costs FAST_TIMEOUT once).
+    loads = await asyncio.gather(*(runner_loads(ctx, state.arrivals, r) for r in runners))
+    for runner, load in zip(runners, loads, strict=True):
         async with state.locks[runner["metadata"]["uid"]]:
-            await scale_runner(ctx, state, runner,
-                               runner_demand(state, namespace, runner["metadata"]["name"],
-                                             fresh_after))  # fmt: skip
+            fronts = runner_demand(state, namespace, runner["metadata"]["name"], fresh_after)
+            await scale_runner(ctx, state, runner, combine(fronts, load))

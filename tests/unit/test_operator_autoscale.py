@@ -1,10 +1,11 @@
-"""The autoscaler's decision (pure): up at once, down after the delay, zero only when idle."""
+"""The autoscaler's decision (pure): up at once, down after the delay, zero only when idle; and
+the demand it decides on, from the gateways and from the runner's own instances."""
 
 from __future__ import annotations
 
 import pytest
 
-from modeloperator.autoscale import Demand, Policy, decide
+from modeloperator.autoscale import Demand, InstanceLoad, Policy, combine, decide
 from modeloperator.gateways import GatewayState, runner_demand
 
 POLICY = Policy(min_replicas=0, max_replicas=4, target=2, delay=60)
@@ -85,3 +86,57 @@ def test_runner_demand_sums_fresh_reports_of_the_gateways_that_front_it() -> Non
     assert runner_demand(state, "elsewhere", "r", fresh_after=50.0) is None
     # Fronted but not mentioned by the gateway: known demand of zero, not unknown.
     assert runner_demand(state, "ns", "other", fresh_after=50.0) == Demand()
+
+
+# -- direct traffic: what the runner's instances report themselves ---------------------------
+
+
+def test_direct_traffic_alone_keeps_a_runner_up_and_scales_it_up() -> None:
+    # The gateway fronts the runner but saw nothing; clients call the runner's Service directly.
+    direct = combine(Demand(), [InstanceLoad(running=2, waiting=3, last_request=T)])
+    assert direct == Demand(in_flight=2, queued=3, last_request=T)
+    up = decide(POLICY, 1, direct, T, T - 999)
+    assert (up.replicas, up.reason) == (3, "ScaleUp")
+    # Busy for long past the delay: no scale-down while direct clients need the replica.
+    busy = combine(Demand(), [InstanceLoad(running=2, last_request=T - 500)])
+    assert decide(POLICY, 1, busy, T, T - 999).replicas == 1
+
+
+def test_a_direct_request_seen_recently_blocks_scale_to_zero() -> None:
+    seen = combine(Demand(), [InstanceLoad(last_request=T - 10), InstanceLoad()])
+    recent = decide(POLICY, 1, seen, T, T - 600)
+    assert (recent.replicas, recent.reason) == (1, "ScaleDownDelay")
+    # The gateways' last request was long ago; the latest of both counts.
+    both = combine(Demand(last_request=T - 900), [InstanceLoad(last_request=T - 61)])
+    assert both is not None and both.last_request == T - 61
+    assert decide(POLICY, 1, both, T, T - 600).reason == "ScaleToZero"
+
+
+def test_gateway_and_direct_traffic_are_not_counted_twice() -> None:
+    # Three forwarded requests: two running at the instance, one waiting there for a slot.
+    forwarded = combine(Demand(in_flight=3, last_request=T), [InstanceLoad(2, 1, T)])
+    assert forwarded == Demand(in_flight=2, queued=1, last_request=T) and forwarded.load == 3
+    # Plus two direct clients (one running, one waiting) and one request held at the gateway.
+    mixed = combine(Demand(in_flight=3, queued=1), [InstanceLoad(2, 1), InstanceLoad(1, 1)])
+    assert mixed is not None and (mixed.in_flight, mixed.queued, mixed.load) == (3, 3, 6)
+    # Forwarded but not arrived yet: the gateway's count stands.
+    assert combine(Demand(in_flight=4), [InstanceLoad(running=1)]) == Demand(in_flight=4)
+    assert decide(POLICY, 1, mixed, T, T).replicas == 3
+
+
+def test_an_instance_that_cannot_be_read_is_unknown_demand() -> None:
+    partial = combine(Demand(), [InstanceLoad(), None])
+    assert partial is not None and partial.partial
+    kept = decide(POLICY, 3, partial, T, T - 999)
+    assert (kept.replicas, kept.reason) == (3, "DemandUnknown")
+    # Never to zero either, but what is known still adds replicas.
+    assert decide(POLICY, 1, partial, T, T - 999).replicas == 1
+    busy = combine(Demand(in_flight=1), [InstanceLoad(running=6), None])
+    assert decide(POLICY, 1, busy, T, T).replicas == 3
+    # No gateway answered: the instances' load is known, the gateways' queue is not.
+    no_gateway = combine(None, [InstanceLoad(running=1)])
+    assert no_gateway is not None and no_gateway.partial
+    assert decide(POLICY, 2, no_gateway, T, T - 999).replicas == 2
+    # Nothing answered at all (or nothing to ask): unknown, as before.
+    assert combine(None, []) is None and combine(None, [None]) is None
+    assert combine(Demand(1, 2, 3.0), []) == Demand(1, 2, 3.0)

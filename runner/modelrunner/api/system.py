@@ -1,7 +1,9 @@
 """Routes that belong to no dialect: Prometheus metrics (with the model-server gauges inference
-gateways route on)."""
+gateways route on), and the same load as a small JSON document for the operator's autoscaler."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -43,3 +45,15 @@ async def metrics(request: Request) -> Response:
     for gauge in (registry.kv_cache_usage, registry.vllm_kv, registry.vllm_gpu_kv):
         gauge.set(load.kv_cache_usage)
     return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/runner/load")
+async def runner_load(request: Request) -> dict[str, Any]:
+    """Requests running and waiting now, and requests received since the process started: the
+    operator counts traffic sent straight to the runner (not through a gateway) as demand, and a
+    count that moved as a request that arrived. Read-only; its access is that of inference."""
+    extra = services(request).extra
+    load = serving_load(extra["inference"].scheduler)
+    received = sum(sample.value for family in extra["metrics"].requests.collect()
+                   for sample in family.samples if sample.name.endswith("_total"))  # fmt: skip
+    return {"running": load.running, "waiting": load.waiting, "requests": int(received)}
