@@ -4,12 +4,14 @@ column, runtime policies as the runner takes them, which Models drifted, bounded
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 
 from modeloperator.drift import KeyedLocks, dependents, drifted
 from modeloperator.inventory import snapshot_of
+from modeloperator.models import compact
 from modeloperator.runtime import desired_policy, same_policy, status_runtime
 from modeloperator.status import changes, human_size
 
@@ -165,3 +167,26 @@ def test_a_status_is_written_and_announced_once() -> None:
     assert state.with_last(body)["status"] == status
     state.forget("u1")
     assert state.with_last(body) is body
+
+
+def test_the_index_copy_is_independent_and_shares_repeated_strings() -> None:
+    def event(name: str) -> dict[str, Any]:  # as parsed from a watch event: strings of its own
+        text = json.dumps(
+            {"metadata": {"name": name, "namespace": "ns", "uid": name + "-uid",
+                          "annotations": {"kopf": "x"}, "managedFields": [{}]},
+             "spec": {"source": "tiny"},
+             "status": {"phase": "Ready", "conditions": [{"type": "Ready", "reason": "Ready"}]}}
+        )  # fmt: skip
+        parsed: dict[str, Any] = json.loads(text)
+        return parsed
+
+    first, second = event("a"), event("b")
+    one, two = compact(first), compact(second)
+    assert one["status"] == first["status"] and one["spec"] == first["spec"]
+    assert "annotations" not in one["metadata"] and "managedFields" not in one["metadata"]
+    first["status"]["conditions"][0]["reason"] = "Changed"
+    assert one["status"]["conditions"][0]["reason"] == "Ready"  # a copy, not a view
+    assert one["status"]["phase"] is two["status"]["phase"]
+    key_one = next(iter(one["status"]["conditions"][0]))
+    key_two = next(iter(two["status"]["conditions"][0]))
+    assert key_one is key_two
