@@ -67,8 +67,9 @@ class Gateway:
         self.views = Views(self.routes, self.health, self.upstream)
         if s.backend:
             static = StaticBackends(
-                s.backend, self.client, self.routes, self.health.eject, self.health.readmit
-            )
+                s.backend, self.client, self.routes, self.health.eject, self.health.readmit,
+                self.upstream.auth_headers,
+            )  # fmt: skip
             await static.poll()
             self._spawn("backends", lambda: static.run(s.poll_interval))
         if s.routes_file is not None:

@@ -69,8 +69,10 @@ class Upstream:
     def __init__(self, client: httpx.AsyncClient, token_file: Path | None, strip_auth: bool):
         self.client, self.token_file, self.strip_auth = client, token_file, strip_auth
 
-    def auth_headers(self, instance: Instance) -> dict[str, str]:
-        token = _read_token(instance.token_file or self.token_file)
+    def auth_headers(self, instance: Instance | None = None) -> dict[str, str]:
+        """What the gateway sends an instance to authenticate (its own token file, else
+        ``--backend-token-file``)."""
+        token = _read_token((instance.token_file if instance else None) or self.token_file)
         return {"authorization": f"Bearer {token}"} if token else {}
 
     def _headers(self, incoming: Incoming, instance: Instance) -> list[tuple[str, str]]:

@@ -47,7 +47,8 @@ class Routes:
 
 class StaticBackends:
     """``--backend`` URLs: each is an instance (and a runner) named by its URL. A backend that
-    stops answering keeps its last model list but is ejected, so its models are held, not 404."""
+    stops answering keeps its last model list but is ejected, so its models are held, not 404.
+    Listings carry ``auth()``'s headers: a backend with API keys answers 401 without them."""
 
     def __init__(
         self,
@@ -56,10 +57,11 @@ class StaticBackends:
         routes: Routes,
         eject: Callable[[str, str], None],
         readmit: Callable[[str], None],
+        auth: Callable[[], dict[str, str]] = dict,
     ) -> None:
         self.urls = [u.rstrip("/") for u in urls]
         self._client, self._routes = client, routes
-        self._eject, self._readmit = eject, readmit
+        self._eject, self._readmit, self._auth = eject, readmit, auth
         self._models: dict[str, frozenset[NameKey]] = {}
         self._names: dict[NameKey, str] = {}
 
@@ -73,7 +75,7 @@ class StaticBackends:
 
     async def _poll_one(self, url: str) -> None:
         try:
-            response = await self._client.get(f"{url}/api/tags", timeout=5.0)
+            response = await self._client.get(f"{url}/api/tags", headers=self._auth(), timeout=5.0)
             response.raise_for_status()
             entries = response.json().get("models") or []
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
