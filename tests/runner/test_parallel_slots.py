@@ -233,15 +233,28 @@ async def test_a_repeated_prefix_comes_from_the_prompt_cache(start) -> None:  # 
     short = {"temperature": 0, "num_predict": 4}
     async with client_for(server) as client:
         cold = await ollama_generate(client, prefix + " first question", options=short)
-        await ollama_generate(client, "something unrelated", options=short)  # the other slot
+        other = await ollama_generate(client, "something unrelated", options=short)  # other slot
+        counted = cold["prompt_eval_count"] + other["prompt_eval_count"]
+        cached_before = await cached_after(client, counted)
         warm = await ollama_generate(client, prefix + " second question", options=short)
+        counted += warm["prompt_eval_count"]
+        warm_cached = await cached_after(client, counted) - cached_before
         reused = await openai_complete(client, prefix + " third question", max_tokens=4)
-        cached_total = await metric(client, "modelrunner_prompt_cached_tokens_total")
+        cached_total = await cached_after(client, counted + reused["usage"]["prompt_tokens"])
     assert cold["prompt_eval_count"] > 1400
-    assert warm["prompt_eval_duration"] < cold["prompt_eval_duration"] / 2
+    # Ollama's answer has no cached-token field; the runner's counter says what the warm request
+    # reused (its prompt_eval_duration, a few tokens' worth, is noise on a loaded machine).
+    assert warm_cached > 0.95 * warm["prompt_eval_count"]
     usage = reused["usage"]
     assert usage["prompt_tokens_details"]["cached_tokens"] > 0.95 * usage["prompt_tokens"]
     assert cached_total >= 2 * 1400
+
+
+async def cached_after(client: httpx.AsyncClient, prompt_tokens: float) -> float:
+    """The cached-token counter once the runner has counted ``prompt_tokens`` prompt tokens in
+    all (it counts a request as its stream closes, which may be just after the client's read)."""
+    await wait_for(lambda: _is(client, "modelrunner_prompt_tokens_total", prompt_tokens))
+    return await metric(client, "modelrunner_prompt_cached_tokens_total")
 
 
 async def test_the_simple_engine_serves_one_request_at_a_time(
