@@ -285,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--memory-budget",
         metavar="SIZE",
-        help="bytes the loaded models' weights may take, e.g. 8GiB; 0: none "
+        help="bytes the loaded models (weights and KV cache) may take, e.g. 8GiB; 0: none "
         "(env MODEL_RUNNER_MEMORY_BUDGET)",
     )
     p.set_defaults(func=serve)

@@ -4,8 +4,9 @@
   that need other options wait until it is idle and reload it.
 - ``keep_alive`` sets how long a runner stays after its last request (0: unload at once,
   negative: forever). A reaper task unloads expired idle runners.
-- At most ``max_loaded_models`` runners exist, and their weights fit ``memory_budget`` bytes when
-  one is set; the least recently used idle one is evicted to make room.
+- At most ``max_loaded_models`` runners exist, and their memory (weights and the KV cache their
+  context and slots allocate) fits ``memory_budget`` bytes when one is set; the least recently
+  used idle one is evicted to make room.
 - A *pinned* model (a runtime policy) is never evicted and never expires: a request for another
   model that needs its room waits up to ``pinned_wait`` seconds (a pin may be lifted) and then gets
   ``Busy`` (503) naming the pinned models.
@@ -55,6 +56,11 @@ class Runner:
     @property
     def mode(self) -> str:
         return "embedding" if self.options.embedding else "completion"
+
+    @property
+    def memory_bytes(self) -> int:
+        """Weights plus the KV cache estimate: what the budget counts and /api/ps reports."""
+        return self.model.size_bytes + self.options.cache_bytes
 
 
 @dataclass
@@ -205,7 +211,7 @@ class Scheduler:
         return runner
 
     async def _make_room(self, name: str, options: LoadOptions) -> int:
-        needed = weights_size(options) if self.memory_budget else 0
+        needed = footprint(options) if self.memory_budget else 0
         if self.memory_budget and needed > self.memory_budget:
             raise Busy(
                 f"model '{name}' needs {needed} bytes, more than the memory budget "
@@ -233,7 +239,7 @@ class Scheduler:
         return needed
 
     def _used_bytes(self, runners: list[Runner]) -> int:
-        return sum(r.model.size_bytes for r in runners)
+        return sum(r.memory_bytes for r in runners)
 
     def _fits(self, needed: int) -> bool:
         if len(self.runners) + len(self._reserved) >= self.max_loaded:
@@ -325,6 +331,12 @@ class Scheduler:
     def loaded(self) -> list[Runner]:
         """Loaded runners, the one that stays longest first (as /api/ps orders them)."""
         return sorted(self.runners.values(), key=lambda r: -self.expires_at(r))
+
+
+def footprint(options: LoadOptions) -> int:
+    """What a load will take: the files it maps (a loaded model's ``size_bytes``) and the KV
+    cache its context and slots allocate."""
+    return weights_size(options) + options.cache_bytes
 
 
 def weights_size(options: LoadOptions) -> int:

@@ -67,9 +67,9 @@ class Settings(KeyLimitSettings):
     )
     memory_budget: str = Field(
         default="0",
-        description="Bytes the loaded models' weights may take together (e.g. 8GiB, 8GB or a "
-        "number of bytes); the least recently used idle model is unloaded to make room; "
-        "0: no budget.",
+        description="Bytes the loaded models may take together, weights and the KV cache their "
+        "context and slots allocate (e.g. 8GiB, 8GB or a number of bytes); the least recently "
+        "used idle model is unloaded to make room; 0: no budget.",
     )
     pinned_wait: float = Field(
         default=10.0,

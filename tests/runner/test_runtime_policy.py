@@ -302,25 +302,39 @@ def test_policies_need_the_management_token(tmp_path: Path, tiny_gguf: Path) -> 
 def test_memory_budget_evicts_to_fit_and_refuses_what_never_fits(
     tmp_path: Path, tiny_gguf: Path
 ) -> None:
-    size = tiny_gguf.stat().st_size
+    """The budget counts what /api/ps reports as a model's size: its weights and the KV cache
+    its context and slots allocate (as Ollama counts it), so a context change moves it."""
+    weights = tiny_gguf.stat().st_size
+    server = LiveServer(create_app(Settings(models=tmp_path / "m", listen=[], prune=False))).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            upload_and_create(http, tiny_gguf, "tiny")
+            upload_and_create(http, tiny_gguf, "other", parameters={"temperature": 0.5})
+            assert http.post("/api/generate", json=GENERATE).status_code == 200
+            size = loaded(http)["other:latest"]["size"]
+            assert size > weights  # the KV cache of its slots x 512 tokens counts too
+            small = {**GENERATE, "options": {**GENERATE["options"], "num_ctx": 128}}
+            assert http.post("/api/generate", json=small).status_code == 200
+            assert weights < loaded(http)["other:latest"]["size"] < size
+    finally:
+        server.stop()
     settings = Settings(models=tmp_path / "m", listen=[], prune=False,
                         memory_budget=str(size * 3 // 2))  # fmt: skip
     server = LiveServer(create_app(settings)).start()
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
-            upload_and_create(http, tiny_gguf, "tiny")
-            upload_and_create(http, tiny_gguf, "other", parameters={"temperature": 0.5})
             tiny = {**GENERATE, "model": "tiny"}
             assert http.post("/api/generate", json=tiny).status_code == 200
             assert http.post("/api/generate", json=GENERATE).status_code == 200
             assert set(loaded(http)) == {"other:latest"}  # max loaded 3, but one fits the budget
     finally:
         server.stop()
-    settings = Settings(models=tmp_path / "m", listen=[], prune=False, memory_budget="1KiB")
+    settings = Settings(models=tmp_path / "m", listen=[], prune=False,
+                        memory_budget=str(weights * 2))  # fmt: skip
     server = LiveServer(create_app(settings)).start()
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
-            response = http.post("/api/generate", json=GENERATE)
+            response = http.post("/api/generate", json=GENERATE)  # the weights fit, the cache not
             assert response.status_code == 503 and "memory budget" in response.json()["error"]
     finally:
         server.stop()

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 
 from modelrunner.core import offload
-from modelrunner.core.fit import check_fits
+from modelrunner.core.fit import check_fits, kv_cache_bytes
 from modelrunner.core.policy import RuntimePolicy
 from modelrunner.core.session import Session
 from modelrunner.core.textstream import (
@@ -96,6 +96,7 @@ class InferenceService:
             embedding=embedding,
             parallel=slots,
             projector=record.projectors[0] if record.projectors else None,
+            cache_bytes=kv_cache_bytes(record.gguf, num_ctx, slots) or 0,
         )
 
     def _context_size(

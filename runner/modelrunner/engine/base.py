@@ -26,6 +26,9 @@ class LoadOptions:
     embedding: bool = False
     parallel: int = 1  # sequences decoded together (slots)
     projector: Path | None = None
+    # The KV cache these settings make llama.cpp allocate, estimated from the GGUF's metadata
+    # (0: unknown); counted in the memory budget and /api/ps. Derived, so not compared.
+    cache_bytes: int = field(default=0, compare=False)
 
 
 @dataclass

@@ -267,7 +267,7 @@ async def ps(request: Request) -> dict[str, Any]:
             {
                 "name": runner.name,
                 "model": runner.name,
-                "size": runner.model.size_bytes,
+                "size": runner.memory_bytes,  # as Ollama's: weights and KV cache
                 "digest": runner.digest,
                 "details": record.details() if isinstance(record, ModelRecord) else {},
                 "expires_at": _expiry(remaining),
