@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any
 
 import kopf
 
 from modeloperator import GROUP, VERSION
 from modeloperator.discovery import wait_for_resources
-from modeloperator.drift import sweep
+from modeloperator.drift_loop import drift_forever
 from modeloperator.gateway_handlers import register_gateways
 from modeloperator.kube import Kube, api_client
 from modeloperator.memory import MemoryKeeper
@@ -24,10 +23,13 @@ from modeloperator.status import changes
 
 
 def _state(memo: kopf.Memo, indices: dict[str, Any]) -> State:
-    """The shared state, bound on first use to kopf's indices (passed to every handler)."""
+    """The shared state, bound on first use to kopf's indices (passed to every handler), which
+    is also when the drift loop can start: it reads ModelRunners from the index."""
     state: State = memo["state"]
     if state.ctx.catalog is None:
         state.ctx.catalog = Catalog(indices["model_index"], indices["runner_index"])
+        interval = state.ctx.settings.reconcile_interval
+        memo["drift"] = asyncio.create_task(drift_forever(state, interval))
     return state
 
 
@@ -56,6 +58,8 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
     @kopf.on.cleanup(registry=registry)
     async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         memo["memory"].cancel()
+        if "drift" in memo:
+            memo["drift"].cancel()
         await memo["state"].ctx.inventory.close()
         await memo["state"].ctx.kube.api.close()
 
@@ -111,18 +115,9 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
             status = await reconcile_runner(state.ctx, dict(body))
         patch.status.update(changes(body.get("status"), status))
 
-    # Drift: each instance listed once, only the Models that differ reconciled; jittered so
-    # runners (and operator replicas) do not all list at the same moment. Only on the timer: a
-    # change handler that slept here held back the runner's next change (kopf runs an object's
-    # change handlers one at a time), e.g. a replicas edit, for up to interval / 10.
-    @kopf.timer(*runners, interval=interval, initial_delay=interval, registry=registry)
-    async def runner_drift(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kw: Any) -> None:
-        state = _state(memo, kw)
-        async with state.locks.hold(body["metadata"]["uid"]):
-            status = await reconcile_runner(state.ctx, dict(body))
-        patch.status.update(changes(body.get("status"), status))
-        await asyncio.sleep(random.uniform(0, interval / 10))
-        await sweep(state.ctx, dict(body), state.refresh_model)
+    # Drift (each instance listed once, only the Models that differ reconciled) runs in one
+    # loop over all ModelRunners (drift_loop.py), not a kopf timer: a timer puts a finalizer on
+    # every ModelRunner, and deleting one hung while the operator was down.
 
     # A runner pod changed (created, containers ready, deleted): reconcile its ModelRunner now,
     # so a new replica gets its models and its models-ready gate without waiting for the timer.

@@ -54,6 +54,9 @@ class Catalog:
     def runners(self, namespace: str) -> list[dict[str, Any]]:
         return list(self.runner_index.get(namespace, []))
 
+    def all_runners(self) -> list[dict[str, Any]]:
+        return [r for namespace in list(self.runner_index) for r in self.runners(namespace)]
+
 
 @dataclass
 class Context:

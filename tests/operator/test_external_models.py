@@ -153,6 +153,19 @@ def test_delete_while_runner_is_down_keeps_the_finalizer(
     assert "tiny:latest" not in runner.names()
 
 
+def test_a_runner_has_no_finalizer_and_is_deleted_while_the_operator_is_down(setup: Any) -> None:
+    """Drift checks run in one operator-wide loop, not a kopf timer per ModelRunner (a timer puts
+    kopf's finalizer on the object, and deleting it then waited for the operator)."""
+    kubectl, ns, _runner, operator = setup
+    runner = json.loads(
+        kubectl("get", "modelrunner", "model-runner", "-o", "json", namespace=ns).stdout
+    )
+    assert not runner["metadata"].get("finalizers")
+    operator.stop()
+    kubectl("delete", "modelrunner", "model-runner", "--timeout=30s", namespace=ns)
+    assert not kubectl.exists("modelrunner", "model-runner", namespace=ns)
+
+
 def test_invalid_models_are_refused(kubectl: Kubectl, namespace: str, crds: None) -> None:
     cases = [
         (
