@@ -1,6 +1,6 @@
 """kopf registrations for ModelGateways (a few lines each over gateways.py): the owned objects on
-change and on a timer, one loop per gateway for its routing table, demand and autoscaling, and
-the events that mark a namespace's routing tables out of date."""
+change, one loop over every gateway (gateway_loop.py) for routing tables, demand, autoscaling and
+the periodic reconcile, and the events that mark a namespace's routing tables out of date."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from typing import Any
 import kopf
 
 from modeloperator import GROUP, VERSION
-from modeloperator.gateways import GatewayState, reconcile_gateway, tick
+from modeloperator.gateway_loop import GatewayLoop
+from modeloperator.gateways import GatewayState, reconcile_gateway
+from modeloperator.models import compact
 from modeloperator.reconcile import Context
 from modeloperator.resources import LABEL_MANAGED, MANAGER
 from modeloperator.settings import OperatorSettings
@@ -53,28 +55,28 @@ def register_gateways(registry: kopf.OperatorRegistry, settings: OperatorSetting
     async def gateways_startup(memo: kopf.Memo, **_: Any) -> None:
         memo["gateways"] = GatewayState()
 
+    @kopf.on.cleanup(registry=registry)
+    async def gateways_cleanup(memo: kopf.Memo, **_: Any) -> None:
+        if "gateway_loop" in memo:
+            memo["gateway_loop"].cancel()
+
+    @kopf.index(*gateways, id="gateway_index", registry=registry)
+    def gateway_index(body: kopf.Body, **_: Any) -> dict[str, Any]:
+        return {body["metadata"]["namespace"]: compact(body)}
+
     @kopf.on.resume(*gateways, registry=registry)
     @kopf.on.create(*gateways, registry=registry)
     @kopf.on.update(*gateways, field="spec", registry=registry)
-    @kopf.timer(*gateways, interval=interval, initial_delay=interval, registry=registry)
     async def gateway_changed(
-        body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
+        body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kw: Any
     ) -> None:
         state = _gateways(memo)
         async with state.locks[body["metadata"]["uid"]]:
             status = await reconcile_gateway(_ctx(memo), state, dict(body))
         patch.status.update(status)
-
-    @kopf.daemon(*gateways, registry=registry, cancellation_timeout=2.0)
-    async def gateway_loop(body: kopf.Body, memo: kopf.Memo, stopped: Any, **_: Any) -> None:
-        state = _gateways(memo)
-        while not stopped:
-            try:
-                async with state.locks[body["metadata"]["uid"]]:
-                    await tick(_ctx(memo), state, dict(body), fast)
-            except Exception as exc:  # the loop outlives a failed pass; the next one retries
-                log.warning("gateway %s: %r", body["metadata"]["name"], exc)
-            await asyncio.sleep(fast)
+        if "gateway_loop" not in memo:  # the first gateway seen starts the loop over all
+            loop = GatewayLoop(_ctx(memo), state, kw["gateway_index"], interval, fast)
+            memo["gateway_loop"] = asyncio.create_task(loop.run())
 
     @kopf.on.event(GROUP, VERSION, "models", registry=registry)
     async def model_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:

@@ -46,7 +46,7 @@ def test_gateway_objects_routes_and_service_conflict(
     kubectl: Kubectl, namespace: str, gpu_nodes: list[str], operator_factory: Callable[..., Any],
     runner_process: RestartableRunner, seeded_registry: SeededRegistry,
 ) -> None:  # fmt: skip
-    operator_factory(
+    operator = operator_factory(
         MODELOPERATOR_INSTANCE_URLS=json.dumps({f"{namespace}/small-0": runner_process.url})
     )
     small = gpu_runner("small", replicas=1, modelSelector={"matchLabels": {"runner": "small"}})
@@ -117,6 +117,15 @@ def test_gateway_objects_routes_and_service_conflict(
     owner = kubectl.json("get", "service", "small", namespace=namespace)["metadata"]
     assert owner["ownerReferences"][0]["kind"] == "ModelRunner"
     assert not kubectl.exists("deployment", "thief-gateway", namespace=namespace)
+
+    # No finalizer on gateways or runners (their loops are the operator's, not kopf timers or
+    # daemons): with the operator down, deleting them does not hang.
+    front = kubectl.json("get", "modelgateway", "front", namespace=namespace)["metadata"]
+    assert not front.get("finalizers")
+    operator.stop()
+    kubectl("delete", "modelgateway", "front", "thief", "--timeout=30s", namespace=namespace)
+    kubectl("delete", "modelrunner", "small", "--timeout=30s", namespace=namespace)
+    assert not kubectl.exists("modelgateway", "front", namespace=namespace)
 
 
 def test_autoscaling_keeps_min_replicas_while_no_gateway_answers(
