@@ -141,9 +141,8 @@ def configure(settings: kopf.OperatorSettings) -> None:
     )
     settings.posting.level = logging.WARNING  # handler logs; our own Events use kopf.event
     settings.watching.server_timeout = 300
-    # A Model deleted while its timer runs keeps its finalizer until kopf sees the timer exit;
-    # kopf checks every 60 s by default, which made deletions take a minute at random.
-    settings.background.cancellation_polling = 2
+    # No kopf timers or daemons remain (drift_loop.py, gateway_loop.py): nothing for kopf's
+    # background cancellation to wait on when an object is deleted.
 
 
 def announce(body: Any, status: dict[str, Any]) -> None:
