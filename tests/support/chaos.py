@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from tests.support.cluster import Kubectl
-from tests.support.processes import stop_process
+from tests.support.processes import ChildProcess
 from tests.support.runner_process import RunnerProcess
 from tests.support.server import free_port
 
@@ -104,10 +104,11 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-class OperatorProcess:
+class OperatorProcess(ChildProcess):
+    """The operator on the private cluster; ``kill`` (SIGKILL) and ``stop`` as ChildProcess."""
+
     def __init__(self, kubeconfig: str, log: Path) -> None:
         self.kubeconfig, self.log = kubeconfig, log
-        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = dict(os.environ, KUBECONFIG=self.kubeconfig, MODELOPERATOR_RECONCILE_INTERVAL="1",
@@ -117,14 +118,6 @@ class OperatorProcess:
                 [sys.executable, "-m", "modeloperator.cli", "--standalone", "--namespace", NAMESPACE],
                 env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
-
-    def kill(self) -> None:
-        if self.process is not None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=20)
 
 
 @dataclass
