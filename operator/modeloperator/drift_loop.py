@@ -53,13 +53,18 @@ async def drift_pass(state: State) -> int:
 
 
 async def drift_runner(state: State, runner: dict[str, Any]) -> None:
-    """Reconcile one ModelRunner, write what changed in its status, and sweep its Models."""
+    """Reconcile one ModelRunner, write what changed in its status, and sweep its Models; the
+    sweep runs even when the runner's own reconcile failed (its Models may be fine)."""
     meta = runner["metadata"]
     if meta.get("deletionTimestamp"):
         return
-    async with state.locks.hold(meta["uid"]):
-        status = await reconcile_runner(state.ctx, runner)
-    changed = changes(runner.get("status"), status)
-    if changed:
-        await state.ctx.kube.patch_status("modelrunners", meta["namespace"], meta["name"], changed)
-    await sweep(state.ctx, runner, state.refresh_model)
+    try:
+        async with state.locks.hold(meta["uid"]):
+            status = await reconcile_runner(state.ctx, runner)
+        changed = changes(runner.get("status"), status)
+        if changed:
+            await state.ctx.kube.patch_status(
+                "modelrunners", meta["namespace"], meta["name"], changed
+            )
+    finally:
+        await sweep(state.ctx, runner, state.refresh_model)

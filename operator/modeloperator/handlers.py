@@ -21,6 +21,8 @@ from modeloperator.runners import reconcile_runner, refresh_runner, runner_of_po
 from modeloperator.settings import OperatorSettings
 from modeloperator.status import changes
 
+RETRY_SECONDS = 15.0
+
 
 def _state(memo: kopf.Memo, indices: dict[str, Any]) -> State:
     """The shared state, bound on first use to kopf's indices (passed to every handler), which
@@ -74,9 +76,10 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> Non
         return {body["metadata"]["namespace"]: compact(body)}
 
     # Models react to their own changes only; drift is found per runner instance (below).
-    @kopf.on.resume(*models, registry=registry)
-    @kopf.on.create(*models, registry=registry)
-    @kopf.on.update(*models, field="spec", registry=registry)
+    # An unexpected error (the API server restarting) is retried after 15 s, not kopf's 60.
+    @kopf.on.resume(*models, registry=registry, backoff=RETRY_SECONDS)
+    @kopf.on.create(*models, registry=registry, backoff=RETRY_SECONDS)
+    @kopf.on.update(*models, field="spec", registry=registry, backoff=RETRY_SECONDS)
     async def model_changed(body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **kw: Any) -> None:
         state = _state(memo, kw)
         async with state.locks.hold(body["metadata"]["uid"]):
@@ -141,6 +144,10 @@ def configure(settings: kopf.OperatorSettings) -> None:
     )
     settings.posting.level = logging.WARNING  # handler logs; our own Events use kopf.event
     settings.watching.server_timeout = 300
+    # kopf gives up on an API error after its backoffs (about a minute by default), and a watch
+    # given up on is not restarted: an API server or etcd slow to come back (a 503 for longer
+    # than that) would leave the operator running but deaf. Keep trying for about five minutes.
+    settings.networking.error_backoffs = (1, 1, 2, 3, 5, 8, 13, 21, *(30,) * 8)
     # No kopf timers or daemons remain (drift_loop.py, gateway_loop.py): nothing for kopf's
     # background cancellation to wait on when an object is deleted.
 
