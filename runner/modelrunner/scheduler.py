@@ -59,8 +59,11 @@ class Runner:
 
     @property
     def memory_bytes(self) -> int:
-        """Weights plus the KV cache estimate: what the budget counts and /api/ps reports."""
-        return self.model.size_bytes + self.options.cache_bytes
+        """Weights plus the KV cache estimate: what the budget counts and /api/ps reports. The
+        cache is for the slots the engine really made (the simple engine makes one whatever
+        ``parallel`` says; the estimate before a load assumes ``parallel``)."""
+        per_slot = self.options.cache_bytes // max(self.options.parallel, 1)
+        return self.model.size_bytes + per_slot * max(self.model.slots, 1)
 
 
 @dataclass

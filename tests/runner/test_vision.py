@@ -310,10 +310,14 @@ def test_dmr_chat_completions_see_images(http: httpx.Client) -> None:
 
 
 def test_ps_counts_the_projector(ask: ollama.Client, tiny_gguf: Path) -> None:
+    """``seer`` is ``blind``'s weights plus a projector: loaded alike (same context and slots,
+    so the same KV cache), /api/ps sizes them apart by exactly the projector."""
     ask.generate(model="seer", prompt="hi", options={"num_predict": 1})
+    ask.generate(model="blind", prompt="hi", options={"num_predict": 1})
     loaded = {m.model: m.size for m in ask.ps().models}
     projector = write_tiny_projector(tiny_gguf.parent / "ps-mmproj.gguf")
-    assert loaded["seer:latest"] == tiny_gguf.stat().st_size + projector.stat().st_size
+    assert loaded["seer:latest"] - loaded["blind:latest"] == projector.stat().st_size
+    assert loaded["blind:latest"] > tiny_gguf.stat().st_size  # and the KV cache counts too
 
 
 def test_a_dmr_artifact_with_an_mmproj_layer_sees(
