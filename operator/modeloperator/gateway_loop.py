@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from modeloperator.gateways import GatewayState, reconcile_gateway, tick
-from modeloperator.reconcile import Context
+from modeloperator.reconcile import Context, every
 from modeloperator.status import changes
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,6 @@ class GatewayLoop:
         self.interval, self.fast = interval, fast
         self.reconciled: dict[str, float] = {}  # gateway uid -> monotonic time of the last
 
-    def gateways(self) -> list[dict[str, Any]]:
-        return [g for namespace in list(self.index) for g in self.index.get(namespace, [])]
-
     async def run(self) -> None:
         while True:
             began = time.monotonic()
@@ -40,7 +37,7 @@ class GatewayLoop:
             await asyncio.sleep(max(self.fast - (time.monotonic() - began), 0.1))
 
     async def pass_once(self) -> None:
-        gateways = [g for g in self.gateways() if not g["metadata"].get("deletionTimestamp")]
+        gateways = [g for g in every(self.index) if not g["metadata"].get("deletionTimestamp")]
         live = {g["metadata"]["uid"] for g in gateways}
         for uid in set(self.reconciled) - live:
             del self.reconciled[uid]

@@ -55,7 +55,12 @@ class Catalog:
         return list(self.runner_index.get(namespace, []))
 
     def all_runners(self) -> list[dict[str, Any]]:
-        return [r for namespace in list(self.runner_index) for r in self.runners(namespace)]
+        return every(self.runner_index)
+
+
+def every(index: Any) -> list[dict[str, Any]]:
+    """Every object a kopf index (namespace -> objects) holds, across namespaces."""
+    return [item for namespace in list(index) for item in index.get(namespace, [])]
 
 
 @dataclass

@@ -80,5 +80,10 @@ class Metrics:
             "older name).", registry=r,
         )  # fmt: skip
 
+    def requests_received(self) -> int:
+        """Inference requests since the process started, over every model, dialect and kind."""
+        return int(sum(sample.value for family in self.requests.collect()
+                       for sample in family.samples if sample.name.endswith("_total")))  # fmt: skip
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

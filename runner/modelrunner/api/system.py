@@ -54,6 +54,5 @@ async def runner_load(request: Request) -> dict[str, Any]:
     count that moved as a request that arrived. Read-only; its access is that of inference."""
     extra = services(request).extra
     load = serving_load(extra["inference"].scheduler)
-    received = sum(sample.value for family in extra["metrics"].requests.collect()
-                   for sample in family.samples if sample.name.endswith("_total"))  # fmt: skip
-    return {"running": load.running, "waiting": load.waiting, "requests": int(received)}
+    received = extra["metrics"].requests_received()
+    return {"running": load.running, "waiting": load.waiting, "requests": received}
