@@ -81,13 +81,13 @@ class MemoryKeeper:
         """One look: a pass when due, or the last pass once quiet long enough after one."""
         if self.due():
             self._quiet = 0
-        elif self._quiet is not None and self._quiet + 1 < SETTLE_CHECKS:
-            self._quiet += 1
+        elif self._quiet is None:  # settled: at rest nothing runs
             return False
-        elif self._quiet is not None:
-            self._quiet = None
         else:
-            return False
+            self._quiet += 1
+            if self._quiet < SETTLE_CHECKS:
+                return False
+            self._quiet = None  # the last pass after a burst
         before = resident_bytes() or 0
         self.release()
         log.info("memory returned: resident %d -> %d MB", before >> 20, (self._resident or 0) >> 20)
